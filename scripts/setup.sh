@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs, idempotently, everything the build, the demo and the tests need on a
+# fresh Debian machine: clang/libclang (bindgen), CMake >= 3.28 (LightGBM),
+# make/gcc (librdkafka) and the tansu broker, built once into a cached root.
+# Safe to run again: each step is skipped when its tool is already there.
+set -euo pipefail
+
+TOOLS_ROOT="${RISKD_TOOLS_ROOT:-$HOME/.cache/riskd/tools}"
+TANSU_VERSION="${RISKD_TANSU_VERSION:-0.6.0}"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc g++)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+cmake_ok() {
+  command -v cmake >/dev/null 2>&1 || return 1
+  local v; v=$(cmake --version | head -1 | awk '{print $3}')
+  [ "$(printf '%s\n3.28\n' "$v" | sort -V | head -1)" = "3.28" ]
+}
+if ! cmake_ok; then
+  log "installing CMake >= 3.28 from PyPI"
+  python3 -m pip install -q 'cmake>=3.28'
+  hash -r
+  cmake_ok || { log "CMake >= 3.28 still not on PATH"; exit 1; }
+fi
+
+if [ ! -x "$TOOLS_ROOT/bin/tansu" ]; then
+  log "building the tansu broker $TANSU_VERSION into $TOOLS_ROOT (about 10 minutes, once)"
+  mkdir -p "$TOOLS_ROOT"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS_ROOT"
+fi
+log "tools ready: tansu at $TOOLS_ROOT/bin/tansu, $(cmake --version | head -1)"
