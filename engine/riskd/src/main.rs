@@ -1,1 +1,282 @@
-fn main() {}
+//! `riskd`: one binary, one config file. This file only parses arguments
+//! and calls into the engine's libraries.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use riskd_core::KeyRing;
+use riskd_pipeline::{Config, Deployment, Pipeline};
+
+#[derive(Parser)]
+#[command(name = "riskd", version, about = "Real-time streaming risk engine for online lending")]
+struct Cli {
+    /// Config file. Default: ./riskd.toml when present, else built-in defaults.
+    #[arg(long, short, global = true, env = "RISKD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate config, features, rules and models without running.
+    Check,
+    /// Consume the input topics and publish decisions (live).
+    Serve,
+    /// Decide a recorded event file (JSONL, optionally .gz) into a decision file.
+    Replay {
+        /// Recorded events.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Decisions out (JSONL); `-` for standard output.
+        #[arg(long, short, default_value = "-")]
+        out: PathBuf,
+        /// Dead letters out (JSONL). Default: next to --out, or ./dead-letters.jsonl.
+        #[arg(long)]
+        dead_letters: Option<PathBuf>,
+    },
+    /// Start a local broker, stream replay-data through the engine and show decisions.
+    Demo(riskd_kafka::demo::DemoArgs),
+    /// Generate a synthetic lending event stream.
+    Gen(riskd_gen::GenArgs),
+    /// Train a scorecard on replayed events with the serving feature code.
+    Train {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long)]
+        labels: PathBuf,
+        /// Model directory holding manifest.toml; the model file is written there.
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// Share of the latest labelled events held out for evaluation.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// LightGBM parameters as JSON, merged over the defaults.
+        #[arg(long, default_value = "{}")]
+        params: String,
+    },
+    /// Rule tools.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Key file tools.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Dead-letter tools (for authorised operators).
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run the analyst tests in <rules_dir>/tests.
+    Test,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new key file with random keys (refuses to overwrite).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Print the decrypted original bytes of each dead letter in a JSONL file.
+    Decrypt { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RISKD_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<Config> {
+    let default = Path::new("riskd.toml");
+    let path = path.as_deref().or(default.exists().then_some(default));
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+fn load_keys(cfg: &Config) -> Result<KeyRing> {
+    let path = &cfg.pii.key_file;
+    if !path.exists() {
+        bail!(
+            "no key file at {}: create one with `riskd keys generate --out {}` and keep it out of version control (or set RISKD_PII_KEY_FILE)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(KeyRing::load(path)?)
+}
+
+fn load_deployment(cfg: &Config) -> Result<Deployment> {
+    Deployment::load(&cfg.engine).map_err(|e| anyhow::anyhow!("{} problem(s) found:\n{e}", e.count()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Gen(args) => {
+            let stats = riskd_gen::run(&args)?;
+            eprintln!("{stats:?}");
+        }
+        Command::Keys { command: KeysCommand::Generate { out } } => {
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite a key file", out.display());
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private(&out, &KeyRing::generate_file("k1"))?;
+            eprintln!("wrote {} (keep it apart from the config, readable only by the engine)", out.display());
+        }
+        Command::Check => {
+            let cfg = load_config(&cli.config)?;
+            let keys = cfg.pii.key_file.exists().then(|| KeyRing::load(&cfg.pii.key_file)).transpose()?;
+            let dep = load_deployment(&cfg)?;
+            println!(
+                "ok: {} features ({}), {} rules ({}, lists {}), {} model(s) ({})",
+                dep.features.len(),
+                dep.versions.feature_set,
+                dep.rules.rule_count(),
+                dep.versions.rule_set,
+                dep.versions.lists,
+                dep.models.len(),
+                dep.versions.model
+            );
+            if keys.is_none() {
+                println!("note: no key file at {}; serve and replay will need one", cfg.pii.key_file.display());
+            }
+        }
+        Command::Rules { command: RulesCommand::Test } => {
+            let cfg = load_config(&cli.config)?;
+            let dep = load_deployment(&cfg)?;
+            let report = riskd_rules::run_tests(&dep.rules, &dep.schema, &cfg.engine.rules_dir.join("tests")).map_err(|d| anyhow::anyhow!("{}", d.render()))?;
+            print!("{}", report.render());
+            if report.failed() > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Replay { input, out, dead_letters } => {
+            let cfg = load_config(&cli.config)?;
+            let keys = load_keys(&cfg)?;
+            let dep = Arc::new(load_deployment(&cfg)?);
+            let mut pipeline = Pipeline::new(dep, keys, &cfg.engine)?;
+            let dl_path = dead_letters.unwrap_or_else(|| {
+                if out.as_os_str() == "-" {
+                    PathBuf::from("dead-letters.jsonl")
+                } else {
+                    out.with_extension("dead-letters.jsonl")
+                }
+            });
+            let mut dl = std::io::BufWriter::new(std::fs::File::create(&dl_path).with_context(|| format!("{}", dl_path.display()))?);
+            let mut sink: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
+                Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+            } else {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?))
+            };
+            let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done, total| {
+                if total > 100_000 {
+                    eprintln!("replay: {done}/{total}");
+                }
+            })?;
+            eprint!("{}", summary.render());
+            eprintln!("dead letters written to {}", dl_path.display());
+        }
+        Command::Train { events, labels, model_dir, holdout, params } => {
+            let cfg = load_config(&cli.config)?;
+            let keys = load_keys(&cfg)?;
+            let features = Arc::new(riskd_features::FeatureSet::load(&cfg.engine.features_dir).map_err(|errs| {
+                anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+            })?);
+            let params: serde_json::Value = serde_json::from_str(&params).context("--params must be a JSON object")?;
+            let opts = riskd_pipeline::train::TrainOptions { events, labels, model_dir, holdout, params };
+            let report = riskd_pipeline::train::train(&opts, features, keys)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::DeadLetters { command: DeadLetterCommand::Decrypt { file } } => {
+            let cfg = load_config(&cli.config)?;
+            let keys = load_keys(&cfg)?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let dl: riskd_core::DeadLetter = serde_json::from_str(line).with_context(|| format!("{}:{}: not a dead-letter record", file.display(), i + 1))?;
+                let bytes = keys.open(&dl.original).with_context(|| format!("{}:{}", file.display(), i + 1))?;
+                println!("{}\t{}\t{}", dl.dead_letter_id, dl.reason, String::from_utf8_lossy(&bytes));
+            }
+        }
+        Command::Serve => {
+            let cfg = load_config(&cli.config)?;
+            let keys = load_keys(&cfg)?;
+            let dep = Arc::new(load_deployment(&cfg)?);
+            let pipeline = Pipeline::new(dep, keys, &cfg.engine)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let ready = Arc::new(AtomicBool::new(false));
+                if !cfg.http.listen.is_empty() {
+                    let handle = riskd_kafka::ops::install_metrics().map_err(anyhow::Error::msg)?;
+                    let addr = cfg.http.listen.parse()?;
+                    let bound = riskd_kafka::ops::serve_http(addr, handle, ready.clone(), shutdown_signal()).await?;
+                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz");
+                }
+                riskd_kafka::serve::run(&cfg.kafka, pipeline, ready, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Demo(args) => {
+            let cfg = load_config(&cli.config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let ok = rt.block_on(riskd_kafka::demo::run(cfg, args))?;
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}

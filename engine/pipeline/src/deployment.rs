@@ -1,0 +1,151 @@
+//! Everything a worker needs that does not change per event: the feature
+//! set, the compiled rule set, the validated models and their versions.
+//! Loading checks all of it and reports every problem before any event flows.
+
+use std::fmt;
+use std::sync::Arc;
+
+use riskd_core::event::{EventKind, ALL_KINDS};
+use riskd_core::fields::{FieldType, FIELDS};
+use riskd_core::version::ContentHasher;
+use riskd_core::Versions;
+use riskd_features::{DefError, FeatureSet};
+use riskd_rules::{Diagnostics, RuleSet, Schema, Slot};
+use riskd_scorecard::{ModelError, ModelSpec};
+
+use crate::config::EngineConfig;
+
+/// Slots above this read features; above [`MODEL_BASE`] read the model.
+pub const FEATURE_BASE: u32 = 1_000;
+pub const MODEL_BASE: u32 = 100_000;
+pub const MODEL_SCORE: Slot = Slot(MODEL_BASE);
+pub const MODEL_PROBABILITY: Slot = Slot(MODEL_BASE + 1);
+
+/// Why a deployment could not be loaded: every problem found, by stage.
+#[derive(Debug, Default)]
+pub struct LoadError {
+    pub features: Vec<DefError>,
+    pub rules: Option<Diagnostics>,
+    pub models: Vec<ModelError>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.features {
+            writeln!(f, "{e}")?;
+        }
+        if let Some(d) = &self.rules {
+            write!(f, "{}", d.render())?;
+        }
+        for e in &self.models {
+            writeln!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl LoadError {
+    pub fn count(&self) -> usize {
+        self.features.len() + self.rules.as_ref().map_or(0, |d| d.0.len()) + self.models.len()
+    }
+}
+
+#[derive(Debug)]
+pub struct Deployment {
+    pub features: Arc<FeatureSet>,
+    pub rules: Arc<RuleSet>,
+    pub models: Vec<Arc<ModelSpec>>,
+    pub schema: Schema,
+    pub versions: Versions,
+}
+
+/// The names rules may read: event fields, features and model outputs.
+pub fn schema_for(features: &FeatureSet, models: &[Arc<ModelSpec>]) -> Schema {
+    let mut schema = Schema::new();
+    for (i, f) in FIELDS.iter().enumerate() {
+        schema.add(f.name, f.ty, f.kinds, Slot(i as u32));
+    }
+    for d in &features.defs {
+        let kinds = if d.entity == riskd_features::EntityKind::Event { ratio_kinds(d) } else { ALL_KINDS };
+        schema.add(&d.name, FieldType::Num, kinds, Slot(FEATURE_BASE + d.slot as u32));
+    }
+    let scored = models.iter().fold(0, |m, s| m | s.kinds);
+    let scored = if models.is_empty() { EventKind::LoanApplication.bit() } else { scored };
+    schema.add("model.score", FieldType::Num, scored, MODEL_SCORE);
+    schema.add("model.probability", FieldType::Num, scored, MODEL_PROBABILITY);
+    schema
+}
+
+/// A per-event ratio has a value only where its operands can.
+fn ratio_kinds(d: &riskd_features::FeatureDef) -> u16 {
+    use riskd_features::Aggregation;
+    match &d.agg {
+        Aggregation::Ratio(n, m) => {
+            let k = |o: &riskd_features::Operand| match o {
+                riskd_features::Operand::Field(f) => f.spec().kinds,
+                riskd_features::Operand::Feature(_) => ALL_KINDS,
+            };
+            k(n) & k(m)
+        }
+        _ => ALL_KINDS,
+    }
+}
+
+impl Deployment {
+    pub fn load(cfg: &EngineConfig) -> Result<Deployment, LoadError> {
+        let mut err = LoadError::default();
+        let features = match FeatureSet::load(&cfg.features_dir) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                err.features = e;
+                Arc::new(FeatureSet { defs: Vec::new(), version: String::new(), allowed_lateness_ms: 0 })
+            }
+        };
+        let mut models = Vec::new();
+        if err.features.is_empty() {
+            for dir in &cfg.models {
+                match ModelSpec::load(dir, &features) {
+                    Ok(m) => models.push(Arc::new(m)),
+                    Err(e) => err.models.push(e),
+                }
+            }
+        }
+        let schema = schema_for(&features, &models);
+        let rules = if err.features.is_empty() {
+            match RuleSet::load(&cfg.rules_dir, &schema) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(d) => {
+                    err.rules = Some(d);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match rules {
+            Some(rules) if err.count() == 0 => {
+                let versions = Versions {
+                    feature_set: features.version.clone(),
+                    rule_set: rules.version().to_string(),
+                    lists: rules.lists_version().to_string(),
+                    model: models_version(&models),
+                };
+                Ok(Deployment { features, rules, models, schema, versions })
+            }
+            _ => Err(err),
+        }
+    }
+}
+
+fn models_version(models: &[Arc<ModelSpec>]) -> String {
+    if models.is_empty() {
+        return "none".into();
+    }
+    let mut h = ContentHasher::new();
+    for m in models {
+        h.part(&m.manifest.name, m.version.as_bytes());
+    }
+    h.finish()
+}

@@ -1,0 +1,243 @@
+//! Training a scorecard from replayed events, through the same decode and
+//! feature code as serving (`riskd train`). The manifest names the model's
+//! inputs; training replays the labelled stream in event-time order, builds
+//! one row per labelled application with the serving [`InputMapper`],
+//! trains LightGBM on the earliest part and reports AUC, KS and Gini on the
+//! latest part (a time-based hold-out).
+
+use std::collections::HashMap;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+
+use lightgbm3::{Booster, Dataset};
+use riskd_core::{Decoder, KeyRing, Limits};
+use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
+use riskd_scorecard::{read_manifest, InputMapper, ModelError};
+use serde::Serialize;
+
+use crate::replay::{open_input, Recorded};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}:{line}: {message}")]
+    Labels { path: String, line: usize, message: String },
+    #[error("LightGBM: {0}")]
+    Lightgbm(String),
+    #[error("{0}")]
+    Data(String),
+}
+
+pub struct TrainOptions {
+    pub events: PathBuf,
+    pub labels: PathBuf,
+    /// Directory with `manifest.toml`; the model file is written there.
+    pub model_dir: PathBuf,
+    /// Share of the latest labelled applications held out for evaluation.
+    pub holdout: f64,
+    /// LightGBM parameters (JSON object), merged over the defaults.
+    pub params: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    pub rows_train: usize,
+    pub rows_holdout: usize,
+    pub bad_rate_train: f64,
+    pub bad_rate_holdout: f64,
+    pub auc_train: f64,
+    pub auc_holdout: f64,
+    pub ks_holdout: f64,
+    pub gini_holdout: f64,
+    pub model_file: String,
+    pub params: serde_json::Value,
+}
+
+pub fn default_params() -> serde_json::Value {
+    serde_json::json!({
+        "objective": "binary",
+        "num_iterations": 200,
+        "num_leaves": 31,
+        "learning_rate": 0.05,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 1.0,
+        "seed": 7,
+        "deterministic": true,
+        "force_row_wise": true,
+        "num_threads": 1,
+        "verbosity": -1
+    })
+}
+
+/// Reads `event_id,bad` labels.
+pub fn read_labels(path: &Path) -> Result<HashMap<String, f32>, TrainError> {
+    let shown = path.display().to_string();
+    let mut out = HashMap::new();
+    for (i, line) in open_input(path)?.lines().enumerate() {
+        let line = line?;
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.starts_with("event_id")) {
+            continue;
+        }
+        let bad = |m: &str| TrainError::Labels { path: shown.clone(), line: i + 1, message: m.to_string() };
+        let (id, label) = line.split_once(',').ok_or_else(|| bad("expected `event_id,bad`"))?;
+        let label = match label.trim() {
+            "0" => 0.0,
+            "1" => 1.0,
+            _ => return Err(bad("label must be 0 or 1")),
+        };
+        out.insert(id.trim().to_string(), label);
+    }
+    Ok(out)
+}
+
+/// Rows of model inputs for labelled events, in event-time order.
+pub struct Matrix {
+    pub rows: Vec<f64>,
+    pub labels: Vec<f32>,
+    pub event_ids: Vec<String>,
+    pub width: usize,
+}
+
+/// Replays `events` through the decoder and feature engine and builds the
+/// input row of every labelled event the manifest scores.
+pub fn build_matrix(events: &Path, labels: &HashMap<String, f32>, features: &std::sync::Arc<FeatureSet>, mapper: &InputMapper, scores: impl Fn(riskd_core::EventKind) -> bool, keys: KeyRing) -> Result<Matrix, TrainError> {
+    let decoder = Decoder::new(Limits::default(), keys.clone());
+    let mut engine = FeatureEngine::new(features.clone(), keys.protect("feature-state-key", "").0);
+    let mut fv = FeatureVector::default();
+    let mut row = Vec::new();
+    let mut m = Matrix { rows: Vec::new(), labels: Vec::new(), event_ids: Vec::new(), width: mapper.len() };
+    let recorded = Recorded::read(open_input(events)?)?;
+    for (_, bytes) in recorded.iter() {
+        let Ok(ev) = decoder.decode(bytes) else { continue };
+        engine.update(&ev, &mut fv);
+        if !scores(ev.kind) {
+            continue;
+        }
+        if let Some(&label) = labels.get(ev.id.as_str()) {
+            mapper.fill_row(&ev, &fv, &mut row);
+            m.rows.extend_from_slice(&row);
+            m.labels.push(label);
+            m.event_ids.push(ev.id.to_string());
+        }
+    }
+    Ok(m)
+}
+
+/// Area under the ROC curve (ties get half credit).
+pub fn auc(scores: &[f64], labels: &[f32]) -> f64 {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut i) = (0.0, 0);
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += (i..=j).filter(|&k| labels[idx[k]] > 0.5).count() as f64 * avg_rank;
+        i = j + 1;
+    }
+    let pos = labels.iter().filter(|&&l| l > 0.5).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Kolmogorov-Smirnov statistic between the score distributions of bads and goods.
+pub fn ks(scores: &[f64], labels: &[f32]) -> f64 {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let pos = labels.iter().filter(|&&l| l > 0.5).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    let (mut cp, mut cn, mut best) = (0.0, 0.0, 0.0f64);
+    for (k, &i) in idx.iter().enumerate() {
+        if labels[i] > 0.5 {
+            cp += 1.0;
+        } else {
+            cn += 1.0;
+        }
+        let last_of_tie = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
+        if last_of_tie {
+            best = best.max((cp / pos - cn / neg).abs());
+        }
+    }
+    best
+}
+
+pub fn train(opts: &TrainOptions, features: std::sync::Arc<FeatureSet>, keys: KeyRing) -> Result<TrainReport, TrainError> {
+    let mpath = opts.model_dir.join("manifest.toml");
+    let (manifest, _) = read_manifest(&mpath)?;
+    let mapper = InputMapper::new(&manifest.inputs, &features, &mpath.display().to_string())?;
+    let kinds: Vec<_> = manifest.events.iter().filter_map(|e| riskd_core::EventKind::parse(e)).collect();
+    let labels = read_labels(&opts.labels)?;
+    let m = build_matrix(&opts.events, &labels, &features, &mapper, |k| kinds.contains(&k), keys)?;
+    let n = m.labels.len();
+    if n < 50 {
+        return Err(TrainError::Data(format!("only {n} labelled events to train on; need at least 50")));
+    }
+    if !(0.0..0.9).contains(&opts.holdout) {
+        return Err(TrainError::Data("holdout must be in [0, 0.9)".into()));
+    }
+    let n_hold = ((n as f64) * opts.holdout).round() as usize;
+    let n_train = n - n_hold;
+    let w = m.width;
+    let mut params = default_params();
+    if let (Some(p), Some(over)) = (params.as_object_mut(), opts.params.as_object()) {
+        for (k, v) in over {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    let lgbm = |e: lightgbm3::Error| TrainError::Lightgbm(e.to_string());
+    let mut ds = Dataset::from_slice(&m.rows[..n_train * w], &m.labels[..n_train], w as i32, true).map_err(lgbm)?;
+    let names: Vec<String> = manifest.inputs.iter().map(|i| i.name.clone()).collect();
+    ds.set_feature_names(&names).map_err(lgbm)?;
+    let booster = Booster::train(ds, &params).map_err(lgbm)?;
+    let predict = |rows: &[f64]| -> Result<Vec<f64>, TrainError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        booster.predict_with_params(rows, w as i32, true, "num_threads=1").map_err(lgbm)
+    };
+    let p_train = predict(&m.rows[..n_train * w])?;
+    let p_hold = predict(&m.rows[n_train * w..])?;
+    let model_path = opts.model_dir.join(&manifest.model_file);
+    booster.save_file(&model_path.display().to_string()).map_err(lgbm)?;
+    let rate = |l: &[f32]| if l.is_empty() { f64::NAN } else { l.iter().map(|&x| f64::from(x)).sum::<f64>() / l.len() as f64 };
+    let auc_h = auc(&p_hold, &m.labels[n_train..]);
+    Ok(TrainReport {
+        rows_train: n_train,
+        rows_holdout: n_hold,
+        bad_rate_train: rate(&m.labels[..n_train]),
+        bad_rate_holdout: rate(&m.labels[n_train..]),
+        auc_train: auc(&p_train, &m.labels[..n_train]),
+        auc_holdout: auc_h,
+        ks_holdout: ks(&p_hold, &m.labels[n_train..]),
+        gini_holdout: 2.0 * auc_h - 1.0,
+        model_file: model_path.display().to_string(),
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_and_ks_match_hand_computed_values() {
+        // Perfect separation.
+        assert_eq!(auc(&[0.1, 0.2, 0.8, 0.9], &[0.0, 0.0, 1.0, 1.0]), 1.0);
+        assert_eq!(ks(&[0.1, 0.2, 0.8, 0.9], &[0.0, 0.0, 1.0, 1.0]), 1.0);
+        // One inversion out of four pairs.
+        assert_eq!(auc(&[0.1, 0.6, 0.5, 0.9], &[0.0, 0.0, 1.0, 1.0]), 0.75);
+        // All tied: chance.
+        assert_eq!(auc(&[0.5; 4], &[0.0, 1.0, 0.0, 1.0]), 0.5);
+        assert_eq!(ks(&[0.5; 4], &[0.0, 1.0, 0.0, 1.0]), 0.0);
+    }
+}

@@ -1,0 +1,219 @@
+//! End-to-end tests of `riskd serve` against a real tansu broker.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use riskd_core::{DeadLetter, Decision, RejectReason};
+use riskd_testkit::{collect, create_topics, produce, start_broker, text, unique_topic};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    brokers: String,
+    input: String,
+    decisions: String,
+    dead: String,
+    group: String,
+}
+
+impl Setup {
+    fn new(brokers: String) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keys.toml"), riskd_core::KeyRing::generate_file("k1")).unwrap();
+        Setup { dir, brokers, input: unique_topic("in"), decisions: unique_topic("dec"), dead: unique_topic("dlq"), group: unique_topic("grp") }
+    }
+
+    fn riskd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_riskd"));
+        c.current_dir(repo())
+            .env("RISKD_PII_KEY_FILE", self.dir.path().join("keys.toml"))
+            .env("RISKD_KAFKA_BROKERS", &self.brokers)
+            .env("RISKD_KAFKA_INPUT_TOPICS", &self.input)
+            .env("RISKD_KAFKA_DECISION_TOPIC", &self.decisions)
+            .env("RISKD_KAFKA_DEAD_LETTER_TOPIC", &self.dead)
+            .env("RISKD_KAFKA_GROUP_ID", &self.group)
+            .env("RISKD_LOG", "warn");
+        c
+    }
+
+    fn serve(&self, http: &str) -> Child {
+        self.riskd().arg("serve").env("RISKD_HTTP_LISTEN", http).stdout(Stdio::null()).spawn().expect("start riskd serve")
+    }
+}
+
+/// The sample stream in event-time order plus hostile inputs.
+fn inputs(n: usize) -> (Vec<Vec<u8>>, usize) {
+    let text = std::fs::read_to_string(repo().join("replay-data/events.jsonl")).unwrap();
+    let mut lines: Vec<(i64, Vec<u8>)> = text
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let t = riskd_core::timefmt::parse_rfc3339_ms(v.get("event_time")?.as_str()?)?;
+            Some((t, l.as_bytes().to_vec()))
+        })
+        .collect();
+    lines.sort_by_key(|(t, _)| *t);
+    let mut out: Vec<Vec<u8>> = lines.into_iter().take(n).map(|(_, l)| l).collect();
+    let hostile = vec![
+        b"{not json".to_vec(),
+        vec![0xff, 0xfe, b'{', b'}'],
+        format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(),
+        br#"{"schema_version":1,"event_id":"bad-1","event_type":"loan_offer","event_time":"2026-10-01T00:00:00Z","entities":{"user_id":"u"},"payload":{}}"#.to_vec(),
+    ];
+    let extra = hostile.len();
+    out.extend(hostile);
+    (out, extra)
+}
+
+fn user_key(line: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["entities"]["user_id"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect ops port");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn wait_for_port(addr: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("ops port {addr} never opened");
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_decides_every_input_once_and_matches_replay() {
+    let broker = start_broker();
+    let s = Setup::new(broker.bootstrap());
+    create_topics(&s.brokers, &[(&s.input, 1), (&s.decisions, 1), (&s.dead, 1)]).await;
+    let (lines, hostile) = inputs(1500);
+    let expected_dead = lines.iter().filter(|l| {
+        std::str::from_utf8(l).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()).is_none_or(|v| v.get("pad").is_some() || v["event_type"] == "loan_offer" || v.get("payload").is_none())
+    }).count();
+    produce(&s.brokers, &s.input, &lines, user_key).await;
+
+    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let mut serve = s.serve(&http);
+    let outputs = collect(&s.brokers, &[&s.decisions, &s.dead], 1, lines.len(), Duration::from_secs(180));
+    wait_for_port(&http);
+    let metrics = http_get(&http, "/metrics");
+    let health = http_get(&http, "/healthz");
+    let ready = http_get(&http, "/readyz");
+    let status = sigterm(&mut serve);
+    assert!(status.success(), "serve should exit 0 on SIGTERM, got {status}");
+
+    // Exactly one output per input.
+    assert_eq!(outputs.len(), lines.len(), "every input must end as one decision or one dead letter");
+    let mut live: HashMap<String, Decision> = HashMap::new();
+    let mut dead: Vec<DeadLetter> = Vec::new();
+    for m in &outputs {
+        if m.topic() == s.decisions {
+            let d: Decision = serde_json::from_str(text(m)).unwrap();
+            assert_eq!(m.key(), Some(d.user_id.as_bytes()), "decisions are keyed by user id");
+            assert!(live.insert(d.event_id.clone(), d).is_none(), "duplicate decision");
+        } else {
+            dead.push(serde_json::from_str(text(m)).unwrap());
+        }
+    }
+    assert!(dead.len() >= hostile, "hostile inputs are dead-lettered");
+    assert_eq!(dead.len(), expected_dead, "dead letters: {:?}", dead.iter().map(|d| d.reason).collect::<Vec<_>>());
+    let offsets: HashSet<i64> = dead.iter().map(|d| match &d.source { riskd_core::SourcePosition::Kafka { offset, .. } => *offset, other => panic!("{other:?}") }).collect();
+    assert_eq!(offsets.len(), dead.len(), "one dead letter per bad input");
+    let reasons: HashSet<RejectReason> = dead.iter().map(|d| d.reason).collect();
+    for r in [RejectReason::BadJson, RejectReason::BadEncoding, RejectReason::Oversize, RejectReason::UnknownEventType] {
+        assert!(reasons.contains(&r), "missing dead letter with reason {r}");
+    }
+    // Dead letters keep the original only encrypted.
+    for d in &dead {
+        assert!(!serde_json::to_string(d).unwrap().contains("xxxxxxxx"), "original bytes must be encrypted");
+    }
+
+    // The same inputs through `riskd replay` give the same decisions.
+    let file = s.dir.path().join("inputs.jsonl");
+    let mut f = std::fs::File::create(&file).unwrap();
+    for l in &lines {
+        f.write_all(l).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    drop(f);
+    let out = s.dir.path().join("decisions.jsonl");
+    let st = s.riskd().args(["replay", "--input"]).arg(&file).arg("--out").arg(&out).status().unwrap();
+    assert!(st.success());
+    let replayed: Vec<Decision> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(replayed.len(), live.len());
+    for d in &replayed {
+        let l = live.get(&d.event_id).unwrap_or_else(|| panic!("no live decision for {}", d.event_id));
+        assert_eq!(l.without_timing(), d.without_timing());
+    }
+
+    // Operations surface.
+    assert!(health.contains("200 OK") && health.ends_with("ok\n"), "{health}");
+    assert!(ready.contains("200 OK"), "{ready}");
+    assert!(metrics.contains("risk_events_total{event_type=\"loan_application\"}"), "{metrics}");
+    assert!(metrics.contains("risk_dead_letters_total{reason=\"bad_json\"} 1"), "{metrics}");
+    assert!(metrics.contains("risk_stage_latency_seconds_bucket{stage=\"features\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_engine_leaves_no_input_without_a_decision() {
+    let broker = start_broker();
+    let s = Setup::new(broker.bootstrap());
+    create_topics(&s.brokers, &[(&s.input, 3), (&s.decisions, 3), (&s.dead, 1)]).await;
+    let (mut lines, hostile) = inputs(3000);
+    lines.truncate(lines.len() - hostile);
+    produce(&s.brokers, &s.input, &lines, user_key).await;
+    let event_ids: HashSet<String> = lines.iter().map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string()).collect();
+
+    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let mut first = s.serve(&http);
+    let some = collect(&s.brokers, &[&s.decisions], 3, 400, Duration::from_secs(120));
+    assert!(some.len() >= 400, "engine made progress before the kill");
+    first.kill().unwrap(); // SIGKILL: no drain, no final commit
+    first.wait().unwrap();
+
+    let http2 = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let mut second = s.serve(&http2);
+    // Collect until every input has a decision (duplicates are allowed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let mut by_event: HashMap<String, HashSet<String>> = HashMap::new();
+    loop {
+        let outputs = collect(&s.brokers, &[&s.decisions], 3, usize::MAX, Duration::from_secs(3));
+        by_event.clear();
+        for m in &outputs {
+            let d: Decision = serde_json::from_str(text(m)).unwrap();
+            by_event.entry(d.event_id).or_default().insert(d.decision_id);
+        }
+        if event_ids.iter().all(|e| by_event.contains_key(e)) || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(sigterm(&mut second).success());
+    let missing: Vec<&String> = event_ids.iter().filter(|e| !by_event.contains_key(*e)).collect();
+    assert!(missing.is_empty(), "{} inputs have no decision, e.g. {:?}", missing.len(), missing.first());
+    for (event, ids) in &by_event {
+        assert_eq!(ids.len(), 1, "a repeated decision must keep its decision id ({event}: {ids:?})");
+    }
+}
