@@ -148,7 +148,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Gen(args) => {
             let stats = riskd_gen::run(&args)?;
-            eprintln!("{stats:?}");
+            eprintln!("{stats}");
         }
         Command::Keys { command: KeysCommand::Generate { out } } => {
             if out.exists() {
