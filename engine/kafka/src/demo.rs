@@ -34,6 +34,9 @@ pub struct DemoArgs {
     /// Print only decisions that are not approve/pass (and dead letters).
     #[arg(long)]
     pub flagged_only: bool,
+    /// Also write the live decisions, as consumed from the decision topic, to this JSONL file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -133,14 +136,28 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     let rate = args.rate;
     let produce = tokio::spawn(async move {
         let start = Instant::now();
+        let mut acks = Vec::with_capacity(lines.len());
         for (i, bytes) in lines.iter().enumerate() {
             if rate > 0 {
                 let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
                 tokio::time::sleep_until(due.into()).await;
             }
             let key = user_key(bytes).unwrap_or_default();
-            let rec = FutureRecord::to(&input_topic).key(&key).payload(bytes);
-            producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+            loop {
+                match producer.send_result(FutureRecord::to(&input_topic).key(&key).payload(bytes)) {
+                    Ok(ack) => {
+                        acks.push(ack);
+                        break;
+                    }
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await
+                    }
+                    Err((e, _)) => bail!("produce failed: {e}"),
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.map_err(|_| anyhow::anyhow!("producer dropped"))?.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
         }
         anyhow::Ok(start.elapsed())
     });
@@ -177,6 +194,16 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     produce.await??;
     let _ = stop_tx.send(());
     let stats = engine.await??;
+
+    if let Some(path) = &args.out {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("{}", path.display()))?);
+        let mut all: Vec<&Decision> = live.values().collect();
+        all.sort_by(|a, b| (&a.event_time, &a.event_id).cmp(&(&b.event_time, &b.event_id)));
+        for d in all {
+            serde_json::to_writer(&mut w, d)?;
+            std::io::Write::write_all(&mut w, b"\n")?;
+        }
+    }
 
     // The same file through the replay driver must give the same decisions.
     let mut replay_pipeline = Pipeline::new(deployment, keys, &cfg.engine)?;

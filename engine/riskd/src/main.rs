@@ -238,12 +238,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(&cli.config)?;
             let keys = load_keys(&cfg)?;
             let dep = Arc::new(load_deployment(&cfg)?);
+            // The recorder must exist before the pipeline registers its metric handles.
+            let metrics = if cfg.http.listen.is_empty() { None } else { Some(riskd_kafka::ops::install_metrics().map_err(anyhow::Error::msg)?) };
             let pipeline = Pipeline::new(dep, keys, &cfg.engine)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let ready = Arc::new(AtomicBool::new(false));
-                if !cfg.http.listen.is_empty() {
-                    let handle = riskd_kafka::ops::install_metrics().map_err(anyhow::Error::msg)?;
+                if let Some(handle) = metrics {
                     let addr = cfg.http.listen.parse()?;
                     let bound = riskd_kafka::ops::serve_http(addr, handle, ready.clone(), shutdown_signal()).await?;
                     tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz");

@@ -33,13 +33,13 @@ pub async fn produce(brokers: &str, topic: &str, lines: &[Vec<u8>], key: impl Fn
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");
+    let mut acks = Vec::with_capacity(lines.len());
     for line in lines {
         let k = key(line);
-        producer
-            .send(FutureRecord::to(topic).key(&k).payload(line), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
+        acks.push(producer.send_result(FutureRecord::to(topic).key(&k).payload(line)).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    for ack in acks {
+        ack.await.expect("producer alive").map_err(|(e, _)| e).expect("produce acknowledged");
     }
 }
 
