@@ -9,9 +9,10 @@ TOOLS_ROOT="${RISKD_TOOLS_ROOT:-$HOME/.cache/riskd/tools}"
 TANSU_VERSION="${RISKD_TANSU_VERSION:-0.6.0}"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+have_pkg() { dpkg -s "$1" >/dev/null 2>&1; }
 need_apt=()
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+have_pkg libclang-dev || need_apt+=(libclang-dev)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc g++)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
@@ -29,7 +30,14 @@ cmake_ok() {
 }
 if ! cmake_ok; then
   log "installing CMake >= 3.28 from PyPI"
-  python3 -m pip install -q 'cmake>=3.28'
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+  fi
+  # Debian's own Python refuses plain pip installs (PEP 668); pyenv's accepts them.
+  python3 -m pip install -q 'cmake>=3.28' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'cmake>=3.28'
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
   hash -r
   cmake_ok || { log "CMake >= 3.28 still not on PATH"; exit 1; }
 fi
