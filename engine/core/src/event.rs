@@ -515,7 +515,12 @@ fn check_payload(payload: &Payload) -> Result<(), DecodeError> {
                 check_len("payload.stated_region", region, 1, 16)?;
             }
             if let Some(rate) = a.annual_rate {
-                check_num("payload.annual_rate", rate, (0.0..=10.0).contains(&rate), "must be 0 to 10 (a fraction: 0.18 = 18%)")?;
+                check_num(
+                    "payload.annual_rate",
+                    rate,
+                    (0.0..=10.0).contains(&rate),
+                    "must be 0 to 10 (a fraction: 0.18 = 18%)",
+                )?;
             }
             if let Some(fees) = a.fees {
                 check_num("payload.fees", fees, fees >= 0.0, "must be 0 or more")?;
@@ -555,11 +560,9 @@ fn check_payload(payload: &Payload) -> Result<(), DecodeError> {
 fn check_required_entities(kind: EventKind, e: &Entities) -> Result<(), DecodeError> {
     let required: &[(&str, bool)] = match kind {
         EventKind::DeviceReport => &[("device_id", e.device_id.is_some()), ("ip", e.ip.is_some())],
-        EventKind::LoanApplication => &[
-            ("id_number", e.id_number.is_some()),
-            ("phone", e.phone.is_some()),
-            ("bank_card", e.bank_card.is_some()),
-        ],
+        EventKind::LoanApplication => {
+            &[("id_number", e.id_number.is_some()), ("phone", e.phone.is_some()), ("bank_card", e.bank_card.is_some())]
+        }
         _ => &[],
     };
     match required.iter().find(|(_, present)| !present) {
@@ -588,11 +591,7 @@ fn classify_envelope(text: &str) -> DecodeError {
     let Some(obj) = value.as_object() else {
         return DecodeError::new(RejectReason::BadJson, None, "an event must be a JSON object");
     };
-    let event_id = obj
-        .get("event_id")
-        .and_then(|v| v.as_str())
-        .filter(|id| valid_event_id(id))
-        .map(str::to_string);
+    let event_id = obj.get("event_id").and_then(|v| v.as_str()).filter(|id| valid_event_id(id)).map(str::to_string);
     let event_type = obj.get("event_type").and_then(|v| v.as_str()).and_then(EventKind::parse);
     let mut err = match obj.get("schema_version") {
         None => DecodeError::new(RejectReason::MissingField, Some("schema_version"), "required"),

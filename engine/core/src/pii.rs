@@ -64,10 +64,7 @@ impl Serialize for Protected {
 #[derive(Debug, thiserror::Error)]
 pub enum PiiError {
     #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("key file {path} is not valid: {message}")]
     Invalid { path: String, message: String },
     #[error("no encryption key with id `{0}` in the key ring")]
@@ -106,10 +103,8 @@ impl fmt::Debug for KeyRing {
 }
 
 fn key32(path: &str, what: &str, hex_text: &str) -> Result<[u8; 32], PiiError> {
-    let bytes = hex::decode(hex_text.trim()).map_err(|_| PiiError::Invalid {
-        path: path.into(),
-        message: format!("{what} is not hex"),
-    })?;
+    let bytes = hex::decode(hex_text.trim())
+        .map_err(|_| PiiError::Invalid { path: path.into(), message: format!("{what} is not hex") })?;
     bytes.try_into().map_err(|_| PiiError::Invalid {
         path: path.into(),
         message: format!("{what} must be 32 bytes (64 hex chars)"),
@@ -119,36 +114,24 @@ fn key32(path: &str, what: &str, hex_text: &str) -> Result<[u8; 32], PiiError> {
 impl KeyRing {
     pub fn load(path: &Path) -> Result<Self, PiiError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PiiError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PiiError::Read { path: shown.clone(), source })?;
         Self::from_toml(&text, &shown)
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, PiiError> {
-        let file: KeyFile = toml::from_str(text).map_err(|e| PiiError::Invalid {
-            path: origin.into(),
-            message: e.message().to_string(),
-        })?;
+        let file: KeyFile = toml::from_str(text)
+            .map_err(|e| PiiError::Invalid { path: origin.into(), message: e.message().to_string() })?;
         let hmac_key = key32(origin, "hmac_key", &file.hmac_key)?;
         let mut keys = Vec::new();
         for (id, hex_text) in &file.encryption_keys {
             let k = key32(origin, &format!("encryption key `{id}`"), hex_text)?;
             keys.push((id.clone(), Aes256Gcm::new(&k.into())));
         }
-        let primary = keys
-            .iter()
-            .position(|(id, _)| *id == file.primary)
-            .ok_or_else(|| PiiError::Invalid {
-                path: origin.into(),
-                message: format!("primary key `{}` is not among encryption_keys", file.primary),
-            })?;
-        Ok(KeyRing {
-            hmac: <HmacSha256 as Mac>::new_from_slice(&hmac_key).expect("any key length"),
-            keys,
-            primary,
-        })
+        let primary = keys.iter().position(|(id, _)| *id == file.primary).ok_or_else(|| PiiError::Invalid {
+            path: origin.into(),
+            message: format!("primary key `{}` is not among encryption_keys", file.primary),
+        })?;
+        Ok(KeyRing { hmac: <HmacSha256 as Mac>::new_from_slice(&hmac_key).expect("any key length"), keys, primary })
     }
 
     /// A fresh key file (TOML text) with random keys, for `riskd keys generate`.
@@ -211,18 +194,12 @@ impl KeyRing {
             .map(|(_, c)| c)
             .ok_or_else(|| PiiError::UnknownKey(sealed.key_id.clone()))?;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let nonce = b64
-            .decode(&sealed.nonce)
-            .map_err(|_| PiiError::Malformed("nonce is not base64".into()))?;
+        let nonce = b64.decode(&sealed.nonce).map_err(|_| PiiError::Malformed("nonce is not base64".into()))?;
         if nonce.len() != 12 {
             return Err(PiiError::Malformed("nonce must be 12 bytes".into()));
         }
-        let ct = b64
-            .decode(&sealed.ciphertext)
-            .map_err(|_| PiiError::Malformed("ciphertext is not base64".into()))?;
-        cipher
-            .decrypt(Nonce::from_slice(&nonce), ct.as_slice())
-            .map_err(|_| PiiError::Tampered)
+        let ct = b64.decode(&sealed.ciphertext).map_err(|_| PiiError::Malformed("ciphertext is not base64".into()))?;
+        cipher.decrypt(Nonce::from_slice(&nonce), ct.as_slice()).map_err(|_| PiiError::Tampered)
     }
 }
 
@@ -287,7 +264,11 @@ mod tests {
             .to_string();
         assert!(err.contains("hmac_key is not hex"), "{err}");
         let err = KeyRing::from_toml(
-            &format!("hmac_key = \"{}\"\nprimary=\"a\"\n[encryption_keys]\nb = \"{}\"\n", "00".repeat(32), "00".repeat(32)),
+            &format!(
+                "hmac_key = \"{}\"\nprimary=\"a\"\n[encryption_keys]\nb = \"{}\"\n",
+                "00".repeat(32),
+                "00".repeat(32)
+            ),
             "f.toml",
         )
         .unwrap_err()

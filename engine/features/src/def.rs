@@ -215,7 +215,11 @@ impl FeatureSet {
     /// collected and returned together.
     pub fn load(dir: &Path) -> Result<FeatureSet, Vec<DefError>> {
         let mut entries: Vec<_> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
             Err(e) => {
                 return Err(vec![DefError {
                     file: dir.display().to_string(),
@@ -264,7 +268,11 @@ impl FeatureSet {
                     if let Some(s) = parsed.settings {
                         match parse_duration_ms(s.allowed_lateness.get_ref()) {
                             Some(ms) => lateness = lateness.max(ms),
-                            None => cx.err(s.allowed_lateness.span(), "allowed_lateness is not a duration", Some("write e.g. \"30s\", \"5m\"".into())),
+                            None => cx.err(
+                                s.allowed_lateness.span(),
+                                "allowed_lateness is not a duration",
+                                Some("write e.g. \"30s\", \"5m\"".into()),
+                            ),
                         }
                     }
                     for raw in parsed.feature {
@@ -330,7 +338,11 @@ fn compile(
     let entity = EntityKind::parse(raw.entity.get_ref());
     if entity.is_none() {
         let all = EntityKind::ALL.map(|e| e.as_str());
-        cx.err(raw.entity.span(), format!("unknown entity `{}`", raw.entity.get_ref()), suggest(raw.entity.get_ref(), all).or(Some(format!("entities: {}", all.join(", ")))));
+        cx.err(
+            raw.entity.span(),
+            format!("unknown entity `{}`", raw.entity.get_ref()),
+            suggest(raw.entity.get_ref(), all).or(Some(format!("entities: {}", all.join(", ")))),
+        );
     }
     let mut counts = ALL_KINDS;
     if let Some(events) = &raw.events {
@@ -388,7 +400,11 @@ fn compile(
             return Some(Operand::Field(id));
         }
         let names = defs.iter().map(|d| d.name.as_str()).chain(riskd_core::fields::FIELDS.iter().map(|f| f.name));
-        cx.err(o.span(), format!("`{}` is neither an event field nor a feature defined above", o.get_ref()), suggest(o.get_ref(), names).or(Some("a ratio may only use features defined before it (no cycles)".into())));
+        cx.err(
+            o.span(),
+            format!("`{}` is neither an event field nor a feature defined above", o.get_ref()),
+            suggest(o.get_ref(), names).or(Some("a ratio may only use features defined before it (no cycles)".into())),
+        );
         None
     };
     let agg = match agg_name {
@@ -406,14 +422,22 @@ fn compile(
         }
         other => {
             let all = ["count", "sum", "min", "max", "mean", "last", "distinct_count", "ratio"];
-            cx.err(raw.agg.span(), format!("unknown aggregation `{other}`"), suggest(other, all).or(Some(format!("aggregations: {}", all.join(", ")))));
+            cx.err(
+                raw.agg.span(),
+                format!("unknown aggregation `{other}`"),
+                suggest(other, all).or(Some(format!("aggregations: {}", all.join(", ")))),
+            );
             None
         }
     };
     if let (Some(agg), Some(of)) = (&agg, &raw.of) {
         if let Aggregation::Sum(id) | Aggregation::Min(id) | Aggregation::Max(id) | Aggregation::Mean(id) = agg {
             if !matches!(id.spec().ty, FieldType::Num | FieldType::Bool) {
-                cx.err(of.span(), format!("`{agg_name}` needs a numeric field; `{}` is a {}", of.get_ref(), id.spec().ty), None);
+                cx.err(
+                    of.span(),
+                    format!("`{agg_name}` needs a numeric field; `{}` is a {}", of.get_ref(), id.spec().ty),
+                    None,
+                );
             }
         }
     }
@@ -431,14 +455,22 @@ fn compile(
         (Some(w), _) => match parse_duration_ms(w.get_ref()) {
             Some(ms) => Some(Window::Sliding { ms }),
             None => {
-                cx.err(w.span(), format!("window `{}` is not a duration", w.get_ref()), Some("use a number and a unit: ms, s, m, h, d, w (e.g. \"24h\"), or \"lifetime\"".into()));
+                cx.err(
+                    w.span(),
+                    format!("window `{}` is not a duration", w.get_ref()),
+                    Some("use a number and a unit: ms, s, m, h, d, w (e.g. \"24h\"), or \"lifetime\"".into()),
+                );
                 None
             }
         },
     };
     match (entity, agg_name) {
-        (Some(EntityKind::Event), a) if a != "ratio" => cx.err(raw.entity.span(), "entity `event` is only for per-event features (agg = \"ratio\")", None),
-        (Some(e), "ratio") if e != EntityKind::Event => cx.err(raw.entity.span(), "a ratio is computed per event: use entity = \"event\"", None),
+        (Some(EntityKind::Event), a) if a != "ratio" => {
+            cx.err(raw.entity.span(), "entity `event` is only for per-event features (agg = \"ratio\")", None)
+        }
+        (Some(e), "ratio") if e != EntityKind::Event => {
+            cx.err(raw.entity.span(), "a ratio is computed per event: use entity = \"event\"", None)
+        }
         _ => {}
     }
     if cx.errors.len() > before {
@@ -488,6 +520,10 @@ mod tests {
     fn a_ratio_cannot_refer_to_itself_or_later_features() {
         let text = "[[feature]]\nname = \"event.r\"\nentity = \"event\"\nagg = \"ratio\"\nnumerator = \"event.r\"\ndenominator = \"event.amount\"\n";
         let errs = load(text).unwrap_err();
-        assert!(errs[0].hint.as_deref().unwrap_or("").contains("no cycles") || errs[0].message.contains("neither"), "{}", errs[0]);
+        assert!(
+            errs[0].hint.as_deref().unwrap_or("").contains("no cycles") || errs[0].message.contains("neither"),
+            "{}",
+            errs[0]
+        );
     }
 }

@@ -126,7 +126,11 @@ impl FeatureEngine {
                     .iter()
                     .map(|&i| match self.set.defs[i].window {
                         Window::Sliding { .. } => Series::Windowed(VecDeque::new()),
-                        Window::Lifetime => Series::Lifetime(Lifetime { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() }),
+                        Window::Lifetime => Series::Lifetime(Lifetime {
+                            min: f64::INFINITY,
+                            max: f64::NEG_INFINITY,
+                            ..Default::default()
+                        }),
                     })
                     .collect()
             });
@@ -200,7 +204,11 @@ fn point_value(agg: &Aggregation, ev: &Event) -> Option<u64> {
     let field = match agg {
         Aggregation::Count => return Some(0),
         Aggregation::Ratio(..) => return None,
-        Aggregation::Sum(f) | Aggregation::Min(f) | Aggregation::Max(f) | Aggregation::Mean(f) | Aggregation::Last(f) => {
+        Aggregation::Sum(f)
+        | Aggregation::Min(f)
+        | Aggregation::Max(f)
+        | Aggregation::Mean(f)
+        | Aggregation::Last(f) => {
             let v = f.get(ev).num_or_nan();
             return (!v.is_nan()).then(|| v.to_bits());
         }

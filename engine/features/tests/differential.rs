@@ -81,14 +81,20 @@ fn windows_equal_a_naive_rescan() {
             clock += rng.gen_range(0..120_000);
             // Up to 9 minutes late: inside the allowed lateness.
             let late = if rng.gen_bool(0.2) { rng.gen_range(0..540_000) } else { 0 };
-            let e = Ev { t: clock - late, user: rng.gen_range(0..6), device: rng.gen_range(0..3), success: rng.gen_bool(0.6) };
+            let e = Ev {
+                t: clock - late,
+                user: rng.gen_range(0..6),
+                device: rng.gen_range(0..3),
+                success: rng.gen_bool(0.6),
+            };
             engine.update(&event(i, &e), &mut fv);
             seen.push(e);
             let cur = seen.last().unwrap();
             let in_window = |w: i64, o: &&Ev| o.device == cur.device && o.t > cur.t - w && o.t <= cur.t;
             let logins_1h = seen.iter().filter(|o| in_window(3_600_000, o)).count() as f64;
             let failed_10m = seen.iter().filter(|o| in_window(600_000, o) && !o.success).count() as f64;
-            let users_24h = seen.iter().filter(|o| in_window(86_400_000, o)).map(|o| o.user).collect::<HashSet<_>>().len() as f64;
+            let users_24h =
+                seen.iter().filter(|o| in_window(86_400_000, o)).map(|o| o.user).collect::<HashSet<_>>().len() as f64;
             let lifetime = seen.iter().filter(|o| o.user == cur.user).count() as f64;
             assert_eq!(fv.0, vec![logins_1h, failed_10m, users_24h, lifetime], "seed {seed}, event {i}");
         }

@@ -20,8 +20,7 @@ pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Parses an RFC 3339 timestamp to milliseconds since the Unix epoch.
 pub(crate) fn parse_rfc3339_ms(text: &str) -> anyhow::Result<i64> {
-    let t = OffsetDateTime::parse(text, &Rfc3339)
-        .with_context(|| format!("`{text}` is not an RFC 3339 timestamp"))?;
+    let t = OffsetDateTime::parse(text, &Rfc3339).with_context(|| format!("`{text}` is not an RFC 3339 timestamp"))?;
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
     i64::try_from(ms).context("timestamp out of range")
 }
@@ -92,8 +91,8 @@ impl TimeFmt {
 
 /// Relative activity per UTC hour of the day (quiet nights, busy evenings).
 const HOURLY: [f64; 24] = [
-    2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 7.0, 9.0, 9.0, 8.0, 8.0, 9.0, 8.0, 8.0, 8.0, 8.0, 9.0, 10.0,
-    11.0, 12.0, 11.0, 8.0, 4.0,
+    2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 7.0, 9.0, 9.0, 8.0, 8.0, 9.0, 8.0, 8.0, 8.0, 8.0, 9.0, 10.0, 11.0, 12.0, 11.0,
+    8.0, 4.0,
 ];
 
 /// The activity-time warp (see the module docs).

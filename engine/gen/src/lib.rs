@@ -61,8 +61,8 @@ mod stream;
 mod text;
 
 pub use model::{
-    event_id, BadReason, ContactSwitch, DeviceFarm, EventType, FraudManifest, GenStats, IpRing,
-    LineKind, LineMeta, MultiLender, StuffingBurst, TaintedDevice,
+    event_id, BadReason, ContactSwitch, DeviceFarm, EventType, FraudManifest, GenStats, IpRing, LineKind, LineMeta,
+    MultiLender, StuffingBurst, TaintedDevice,
 };
 pub use stream::{type_counts, GenLine, Generator};
 
@@ -206,11 +206,9 @@ pub fn run(args: &GenArgs) -> anyhow::Result<GenStats> {
     let mut labels = args.labels.as_deref().map(Sink::create).transpose()?;
     let stats = write_stream(&cfg, &mut out, labels.as_mut().map(|l| l as &mut dyn Write))
         .with_context(|| format!("writing {}", args.out.display()))?;
-    out.finish()
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    out.finish().with_context(|| format!("writing {}", args.out.display()))?;
     if let (Some(l), Some(path)) = (labels, &args.labels) {
-        l.finish()
-            .with_context(|| format!("writing {}", path.display()))?;
+        l.finish().with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(stats)
 }
@@ -227,10 +225,7 @@ enum Sink {
 impl Sink {
     fn create(path: &Path) -> anyhow::Result<Sink> {
         if path.as_os_str() == "-" {
-            return Ok(Sink::Stdout(BufWriter::with_capacity(
-                1 << 20,
-                io::stdout(),
-            )));
+            return Ok(Sink::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())));
         }
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let w = BufWriter::with_capacity(1 << 20, file);
@@ -319,14 +314,8 @@ mod tests {
         ])
         .unwrap();
         let cfg = cli.gen.config().unwrap();
-        assert_eq!(
-            (cfg.seed, cfg.users, cfg.days, cfg.events, cfg.bad),
-            (7, 10, 2, 99, 3)
-        );
-        assert_eq!(
-            cfg.start_ms,
-            clock::parse_rfc3339_ms("2026-11-01T06:00:00Z").unwrap()
-        );
+        assert_eq!((cfg.seed, cfg.users, cfg.days, cfg.events, cfg.bad), (7, 10, 2, 99, 3));
+        assert_eq!(cfg.start_ms, clock::parse_rfc3339_ms("2026-11-01T06:00:00Z").unwrap());
         assert_eq!(cli.gen.labels, Some(PathBuf::from("l.csv")));
         let bad = Cli::try_parse_from(["gen", "--start", "yesterday"]).unwrap();
         assert!(bad.gen.config().is_err());

@@ -87,9 +87,7 @@ pub(crate) fn render_bad(buf: &mut String, c: &BadCtx<'_>, reason: BadReason, va
             } else {
                 envelope(buf, c, "1", "repayment");
                 entities(buf, c, false);
-                buf.push_str(
-                    ",\"payload\":{\"loan_id\":\"ln-bad\",\"amount\":120.5,\"installment_no\":1}",
-                );
+                buf.push_str(",\"payload\":{\"loan_id\":\"ln-bad\",\"amount\":120.5,\"installment_no\":1}");
             }
         }
         BadReason::WrongType => {

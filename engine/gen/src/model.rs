@@ -232,11 +232,7 @@ impl GenStats {
 
 impl fmt::Display for GenStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} events, {} malformed lines",
-            self.events, self.malformed
-        )?;
+        write!(f, "{} events, {} malformed lines", self.events, self.malformed)?;
         if let (Some(a), Some(b)) = (&self.first_event_time, &self.last_event_time) {
             write!(f, " from {a} to {b}")?;
         }

@@ -18,9 +18,7 @@
 
 use crate::clock::TimeFmt;
 use crate::clock::{Diurnal, DAY_MS, HOUR_MS, MIN_MS, SEC_MS};
-use crate::model::{
-    ContactSwitch, DeviceFarm, FraudManifest, IpRing, MultiLender, StuffingBurst, TaintedDevice,
-};
+use crate::model::{ContactSwitch, DeviceFarm, FraudManifest, IpRing, MultiLender, StuffingBurst, TaintedDevice};
 use crate::rng::{mix64, Rng};
 use crate::text::{device_id, user_id, Ip};
 use crate::GenConfig;
@@ -33,17 +31,8 @@ const APP_VERSIONS: [&str; 4] = ["5.1.0", "5.2.3", "5.3.1", "5.4.0"];
 pub(crate) const CHANNELS: [&str; 4] = ["app", "h5", "web", "partner"];
 pub(crate) const METHODS: [&str; 3] = ["password", "sms", "biometric"];
 /// Indexed by `Act::Login::failure`; 0 means success.
-pub(crate) const FAILURES: [&str; 4] =
-    ["", "bad_password", "sms_code_expired", "biometric_mismatch"];
-pub(crate) const PURPOSES: [&str; 7] = [
-    "consumption",
-    "education",
-    "medical",
-    "business",
-    "home",
-    "travel",
-    "other",
-];
+pub(crate) const FAILURES: [&str; 4] = ["", "bad_password", "sms_code_expired", "biometric_mismatch"];
+pub(crate) const PURPOSES: [&str; 7] = ["consumption", "education", "medical", "business", "home", "travel", "other"];
 const PURPOSE_WEIGHTS: [u32; 7] = [40, 8, 8, 14, 10, 8, 12];
 const TERMS: [u16; 5] = [3, 6, 12, 24, 36];
 const TERM_WEIGHTS: [u32; 5] = [10, 20, 35, 25, 10];
@@ -94,46 +83,14 @@ pub(crate) struct Device {
 /// One planned event; the user is implied by whose plan it is in.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Act {
-    Register {
-        dev: u32,
-        ip: Ip,
-    },
-    DeviceReport {
-        dev: u32,
-        ip: Ip,
-    },
-    Login {
-        dev: u32,
-        ip: Ip,
-        method: u8,
-        failure: u8,
-    },
-    CreditReport {
-        active_loans: u8,
-        apps_30d: u8,
-        max_overdue_days: u16,
-        outstanding_cents: u64,
-    },
-    Apply {
-        app: u32,
-    },
-    Repay {
-        app: u32,
-        installment: u16,
-        days_late: u16,
-        amount_cents: u64,
-    },
-    Overdue {
-        app: u32,
-        days: u16,
-        amount_due_cents: u64,
-    },
-    ContactChange {
-        field: ContactField,
-        dev: u32,
-        ip: Ip,
-        new_value: u64,
-    },
+    Register { dev: u32, ip: Ip },
+    DeviceReport { dev: u32, ip: Ip },
+    Login { dev: u32, ip: Ip, method: u8, failure: u8 },
+    CreditReport { active_loans: u8, apps_30d: u8, max_overdue_days: u16, outstanding_cents: u64 },
+    Apply { app: u32 },
+    Repay { app: u32, installment: u16, days_late: u16, amount_cents: u64 },
+    Overdue { app: u32, days: u16, amount_due_cents: u64 },
+    ContactChange { field: ContactField, dev: u32, ip: Ip, new_value: u64 },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -365,21 +322,13 @@ impl Planner {
             }
             let members = take(size);
             for (rank, &u) in members.iter().enumerate() {
-                roles[u as usize] = Role::Farm {
-                    group: g as u32,
-                    rank: rank as u32,
-                };
+                roles[u as usize] = Role::Farm { group: g as u32, rank: rank as u32 };
             }
             let device = self.new_device(Some(0), false, false);
             let start_act = self.a0 + (self.a1 - self.a0) * self.rng.uniform(0.1, 0.6);
             let ips = [self.home_ip(), self.home_ip(), self.home_ip()];
             let start_ms = self.di.to_ms(start_act).max(self.t0);
-            self.farms.push(FarmGroup {
-                device,
-                start_ms,
-                ips,
-                applications: Vec::new(),
-            });
+            self.farms.push(FarmGroup { device, start_ms, ips, applications: Vec::new() });
         }
         // Ring /24s live in 10.66.0.0/16 and up, away from everyone else's
         // addresses; 97 is odd, so g * 97 mod 256 never repeats within a /16.
@@ -391,19 +340,12 @@ impl Planner {
                 break;
             }
             for (rank, &u) in take(size).iter().enumerate() {
-                roles[u as usize] = Role::Ring {
-                    group: g as u32,
-                    rank: rank as u32,
-                };
+                roles[u as usize] = Role::Ring { group: g as u32, rank: rank as u32 };
             }
             let third = (g as u64 * 97 + ring_salt) % 256;
             let prefix = (10 << 24) | ((66 + (g / 256) as u32) << 16) | ((third as u32) << 8);
             let start_act = self.a0 + (self.a1 - self.a0) * self.rng.uniform(0.15, 0.7);
-            self.rings.push(RingGroup {
-                prefix,
-                start_act,
-                applications: Vec::new(),
-            });
+            self.rings.push(RingGroup { prefix, start_act, applications: Vec::new() });
         }
         let floor = |min: usize, share: usize| {
             if n >= 60 {
@@ -413,9 +355,7 @@ impl Planner {
             }
         };
         for (i, u) in take(floor(6, 50)).into_iter().enumerate() {
-            roles[u as usize] = Role::Emulator {
-                emulator: i % 2 == 0,
-            };
+            roles[u as usize] = Role::Emulator { emulator: i % 2 == 0 };
         }
         for u in take(floor(8, 33)) {
             roles[u as usize] = Role::MultiLender;
@@ -424,9 +364,7 @@ impl Planner {
             roles[u as usize] = Role::ContactSwitch;
         }
         for (i, u) in take(floor(4, 80)).into_iter().enumerate() {
-            roles[u as usize] = Role::Victim {
-                takeover: i % 2 == 0,
-            };
+            roles[u as usize] = Role::Victim { takeover: i % 2 == 0 };
         }
         roles
     }
@@ -444,14 +382,7 @@ impl Planner {
         let rooted = rooted || (os == 0 && self.rng.chance(0.01));
         // mix64 is a bijection, so device ids are unique.
         let id = mix64(idx ^ self.salt);
-        self.devices.push(Device {
-            id,
-            os,
-            os_version,
-            app_version,
-            emulator,
-            rooted,
-        });
+        self.devices.push(Device { id, os, os_version, app_version, emulator, rooted });
         idx as u32
     }
 
@@ -489,12 +420,7 @@ impl Planner {
         scramble(k, 10_000_000_000, 7_654_321_987, self.salt)
     }
     fn id_number_of(&self, k: u64) -> u64 {
-        scramble(
-            k,
-            10_000_000_000_000_000,
-            3_141_592_653_589_793,
-            self.salt >> 7,
-        )
+        scramble(k, 10_000_000_000_000_000, 3_141_592_653_589_793, self.salt >> 7)
     }
     fn card_of(&self, k: u64) -> u64 {
         scramble(k, 1_000_000_000_000, 271_828_182_847, self.salt >> 13)
@@ -521,13 +447,8 @@ impl Planner {
 
     fn plan_user(&mut self, idx: u32, role: Role) -> User {
         let k = u64::from(idx);
-        let income_cents = ((self
-            .rng
-            .lognormal(6000f64.ln(), 0.55)
-            .clamp(800.0, 80_000.0)
-            / 10.0)
-            .round()
-            * 1000.0) as u64;
+        let income_cents =
+            ((self.rng.lognormal(6000f64.ln(), 0.55).clamp(800.0, 80_000.0) / 10.0).round() * 1000.0) as u64;
         let channel = match role {
             Role::Farm { .. } => [1u8, 3][self.rng.below(2) as usize],
             Role::Ring { .. } => 2,
@@ -536,12 +457,7 @@ impl Planner {
         let region = self.rng.chance(0.85).then(|| self.region());
         let mut u = User {
             plan: Vec::with_capacity(16),
-            bg: Background {
-                remaining: 0,
-                pos: 0.0,
-                end: 0.0,
-                next: i64::MAX,
-            },
+            bg: Background { remaining: 0, pos: 0.0, end: 0.0, next: i64::MAX },
             rng: Rng::new(0),
             devices: Vec::new(),
             home_ip: Ip::V4(0),
@@ -629,16 +545,7 @@ impl Planner {
         Self::push(u, t2, Act::DeviceReport { dev, ip });
         let t3 = t2 + self.secs(20, 100);
         let method = self.rng.below(2) as u8;
-        Self::push(
-            u,
-            t3,
-            Act::Login {
-                dev,
-                ip,
-                method,
-                failure: 0,
-            },
-        );
+        Self::push(u, t3, Act::Login { dev, ip, method, failure: 0 });
     }
 
     fn normal_credit(&mut self) -> Credit {
@@ -646,11 +553,7 @@ impl Planner {
         Credit {
             active_loans,
             apps_30d: self.rng.weighted(&[50, 28, 12, 6, 4]) as u8,
-            max_overdue_days: if self.rng.chance(0.85) {
-                0
-            } else {
-                self.rng.range(1, 60) as u16
-            },
+            max_overdue_days: if self.rng.chance(0.85) { 0 } else { self.rng.range(1, 60) as u16 },
             outstanding_cents: u64::from(active_loans) * self.rng.range(2_000, 30_000) * 100,
         }
     }
@@ -660,51 +563,26 @@ impl Planner {
         Credit {
             active_loans,
             apps_30d: self.rng.range(6, 20) as u8,
-            max_overdue_days: if self.rng.chance(0.5) {
-                0
-            } else {
-                self.rng.range(1, 30) as u16
-            },
+            max_overdue_days: if self.rng.chance(0.5) { 0 } else { self.rng.range(1, 30) as u16 },
             outstanding_cents: u64::from(active_loans) * self.rng.range(5_000, 25_000) * 100,
         }
     }
 
     /// A thin file: a new identity with no history.
     fn fresh_credit(&mut self) -> Credit {
-        Credit {
-            apps_30d: self.rng.below(2) as u8,
-            ..Credit::default()
-        }
+        Credit { apps_30d: self.rng.below(2) as u8, ..Credit::default() }
     }
 
     /// Plans a loan application at `t` (with the login and credit report
     /// before it and the repayments or overdue notices after it) and returns
     /// its label.
     #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &mut self,
-        u: &mut User,
-        t: i64,
-        dev: u32,
-        ip: Ip,
-        credit: Credit,
-        risk: Risk,
-        pre_login: bool,
-    ) -> bool {
+    fn apply(&mut self, u: &mut User, t: i64, dev: u32, ip: Ip, credit: Credit, risk: Risk, pre_login: bool) -> bool {
         let floor = u.reg_ms + SEC_MS;
         if pre_login {
             let tl = (t - self.mins(2, 15)).max(floor);
             let method = self.rng.weighted(&[50, 30, 20]) as u8;
-            Self::push(
-                u,
-                tl,
-                Act::Login {
-                    dev,
-                    ip,
-                    method,
-                    failure: 0,
-                },
-            );
+            Self::push(u, tl, Act::Login { dev, ip, method, failure: 0 });
             if self.rng.chance(0.5) {
                 let td = tl + self.secs(3, 10);
                 Self::push(u, td, Act::DeviceReport { dev, ip });
@@ -722,25 +600,17 @@ impl Planner {
             },
         );
 
-        let ratio = if risk.big_amount {
-            self.rng.uniform(2.5, 8.0)
-        } else {
-            self.rng.uniform(0.4, 4.0)
-        };
-        let amount_cents =
-            (((u.income_cents as f64 * ratio) / 10_000.0).round() as u64).max(5) * 10_000;
+        let ratio = if risk.big_amount { self.rng.uniform(2.5, 8.0) } else { self.rng.uniform(0.4, 4.0) };
+        let amount_cents = (((u.income_cents as f64 * ratio) / 10_000.0).round() as u64).max(5) * 10_000;
         let stated_income_cents =
-            ((u.income_cents as f64 * risk.income_inflation.max(1.0)) / 1000.0).round() as u64
-                * 1000;
+            ((u.income_cents as f64 * risk.income_inflation.max(1.0)) / 1000.0).round() as u64 * 1000;
         let term_months = TERMS[self.rng.weighted(&TERM_WEIGHTS)];
         let interest_only = self.rng.chance(0.15);
         let purpose = self.rng.weighted(&PURPOSE_WEIGHTS) as u8;
         let rate_bp = self.rng.range(80, 360) as u32 * 10;
         let shown_rate = self.rng.chance(0.85).then_some(rate_bp);
-        let fees_cents = self
-            .rng
-            .chance(0.5)
-            .then(|| (amount_cents as f64 * self.rng.uniform(0.005, 0.03)).round() as u64);
+        let fees_cents =
+            self.rng.chance(0.5).then(|| (amount_cents as f64 * self.rng.uniform(0.005, 0.03)).round() as u64);
         let stated_region = if self.rng.chance(0.7) { u.region } else { None };
         let bad = self.draw_label(amount_cents, stated_income_cents, &credit, &risk);
 
@@ -759,16 +629,7 @@ impl Planner {
             bad,
         });
         Self::push(u, t, Act::Apply { app });
-        self.schedule_loan(
-            u,
-            app,
-            t,
-            amount_cents,
-            rate_bp,
-            term_months,
-            interest_only,
-            bad,
-        );
+        self.schedule_loan(u, app, t, amount_cents, rate_bp, term_months, interest_only, bad);
         bad
     }
 
@@ -806,17 +667,9 @@ impl Planner {
         let n = u32::from(term_months) * 2;
         let r = f64::from(rate_bp) / 10_000.0 / 26.0;
         let p = principal_cents as f64;
-        let regular = if interest_only {
-            p * r
-        } else {
-            p * r / (1.0 - (1.0 + r).powi(-(n as i32)))
-        };
+        let regular = if interest_only { p * r } else { p * r / (1.0 - (1.0 + r).powi(-(n as i32))) };
         let regular = (regular.round() as u64).max(1);
-        let last = if interest_only {
-            (p * (1.0 + r)).round() as u64
-        } else {
-            regular
-        };
+        let last = if interest_only { (p * (1.0 + r)).round() as u64 } else { regular };
         let default_at = if bad {
             if self.rng.chance(0.7) {
                 1
@@ -835,70 +688,26 @@ impl Planner {
             if k == default_at {
                 for days in [1u16, 3, 7, 15, 30, 60, 90] {
                     let t = due + i64::from(days) * DAY_MS + self.mins(8 * 60, 12 * 60);
-                    let amount_due =
-                        (amount as f64 * (1.0 + 0.002 * f64::from(days))).round() as u64;
-                    Self::push(
-                        u,
-                        t,
-                        Act::Overdue {
-                            app,
-                            days,
-                            amount_due_cents: amount_due,
-                        },
-                    );
+                    let amount_due = (amount as f64 * (1.0 + 0.002 * f64::from(days))).round() as u64;
+                    Self::push(u, t, Act::Overdue { app, days, amount_due_cents: amount_due });
                 }
                 break;
             }
             let roll = self.rng.f64();
             if roll < 0.82 {
                 let t = (due - self.mins(0, 3 * 24 * 60)).max(t_app + HOUR_MS);
-                Self::push(
-                    u,
-                    t,
-                    Act::Repay {
-                        app,
-                        installment: k as u16,
-                        days_late: 0,
-                        amount_cents: amount,
-                    },
-                );
+                Self::push(u, t, Act::Repay { app, installment: k as u16, days_late: 0, amount_cents: amount });
             } else if roll < 0.90 {
                 let t = due - self.mins(0, 6 * 60);
-                Self::push(
-                    u,
-                    t,
-                    Act::Repay {
-                        app,
-                        installment: k as u16,
-                        days_late: 0,
-                        amount_cents: amount,
-                    },
-                );
+                Self::push(u, t, Act::Repay { app, installment: k as u16, days_late: 0, amount_cents: amount });
             } else {
                 let late = self.rng.range(1, 6) as u16;
                 if late >= 2 {
                     let t = due + DAY_MS + self.mins(8 * 60, 12 * 60);
-                    Self::push(
-                        u,
-                        t,
-                        Act::Overdue {
-                            app,
-                            days: 1,
-                            amount_due_cents: amount,
-                        },
-                    );
+                    Self::push(u, t, Act::Overdue { app, days: 1, amount_due_cents: amount });
                 }
                 let t = due + i64::from(late) * DAY_MS + self.mins(0, 10 * 60);
-                Self::push(
-                    u,
-                    t,
-                    Act::Repay {
-                        app,
-                        installment: k as u16,
-                        days_late: late,
-                        amount_cents: amount,
-                    },
-                );
+                Self::push(u, t, Act::Repay { app, installment: k as u16, days_late: late, amount_cents: amount });
             }
         }
     }
@@ -915,16 +724,7 @@ impl Planner {
             }
             _ => 0,
         };
-        Self::push(
-            u,
-            t,
-            Act::ContactChange {
-                field,
-                dev,
-                ip,
-                new_value,
-            },
-        );
+        Self::push(u, t, Act::ContactChange { field, dev, ip, new_value });
     }
 
     fn plan_normal(&mut self, u: &mut User, idx: u32, victim: Option<bool>) {
@@ -946,30 +746,19 @@ impl Planner {
             if self.rng.chance(0.12) {
                 let again = app_act + self.rng.uniform(4.0, 15.0);
                 let t = self.ms(again);
-                let credit = Credit {
-                    apps_30d: credit.apps_30d + 1,
-                    active_loans: credit.active_loans + 1,
-                    ..credit
-                };
+                let credit = Credit { apps_30d: credit.apps_30d + 1, active_loans: credit.active_loans + 1, ..credit };
                 self.apply(u, t, dev, ip, credit, Risk::default(), true);
             }
         }
         if self.rng.chance(0.06) {
-            let field = [
-                ContactField::Address,
-                ContactField::Email,
-                ContactField::EmergencyContact,
-            ][self.rng.weighted(&[45, 35, 20])];
+            let field = [ContactField::Address, ContactField::Email, ContactField::EmergencyContact]
+                [self.rng.weighted(&[45, 35, 20])];
             let t = self.ms_after(reg_act, 0.2, 20.0);
             let (dev, ip) = (self.some_device(u), self.some_ip(u));
             self.contact_change(u, t, field, dev, ip);
         }
         if self.rng.chance(0.02) {
-            let field = if self.rng.chance(0.5) {
-                ContactField::Phone
-            } else {
-                ContactField::BankCard
-            };
+            let field = if self.rng.chance(0.5) { ContactField::Phone } else { ContactField::BankCard };
             let t = self.ms_after(reg_act, 0.5, 25.0);
             let (dev, ip) = (self.some_device(u), self.some_ip(u));
             self.contact_change(u, t, field, dev, ip);
@@ -993,16 +782,7 @@ impl Planner {
                 t += self.secs(3, 40);
                 ip = self.attacker_ip();
             }
-            Self::push(
-                u,
-                t,
-                Act::Login {
-                    dev: attacker,
-                    ip,
-                    method: 0,
-                    failure: 1,
-                },
-            );
+            Self::push(u, t, Act::Login { dev: attacker, ip, method: 0, failure: 1 });
         }
         if t < self.t1 {
             self.manifest.credential_stuffing.push(StuffingBurst {
@@ -1018,16 +798,7 @@ impl Planner {
             return;
         }
         let ts = t + self.secs(10, 60);
-        Self::push(
-            u,
-            ts,
-            Act::Login {
-                dev: attacker,
-                ip,
-                method: 0,
-                failure: 0,
-            },
-        );
+        Self::push(u, ts, Act::Login { dev: attacker, ip, method: 0, failure: 0 });
         let td = ts + self.secs(3, 8);
         Self::push(u, td, Act::DeviceReport { dev: attacker, ip });
         let tc = td + self.mins(5, 30);
@@ -1035,22 +806,15 @@ impl Planner {
         let tc2 = tc + self.mins(1, 5);
         self.contact_change(u, tc2, ContactField::BankCard, attacker, ip);
         let ta = tc2 + self.mins(20, 90);
-        let risk = Risk {
-            takeover: true,
-            big_amount: true,
-            income_inflation: 1.5,
-            ..Risk::default()
-        };
+        let risk = Risk { takeover: true, big_amount: true, income_inflation: 1.5, ..Risk::default() };
         self.apply(u, ta, attacker, ip, credit, risk, false);
         if ta < self.t1 {
-            self.manifest
-                .contact_change_before_apply
-                .push(ContactSwitch {
-                    user_id: user_id(idx),
-                    field: "phone".into(),
-                    changed_at: TimeFmt::format(tc),
-                    applied_at: TimeFmt::format(ta),
-                });
+            self.manifest.contact_change_before_apply.push(ContactSwitch {
+                user_id: user_id(idx),
+                field: "phone".into(),
+                changed_at: TimeFmt::format(tc),
+                applied_at: TimeFmt::format(ta),
+            });
         }
     }
 
@@ -1064,12 +828,8 @@ impl Planner {
         self.register(u, reg);
         let t = reg + self.mins(10, 40);
         let credit = self.fresh_credit();
-        let risk = Risk {
-            farm: true,
-            big_amount: true,
-            income_inflation: self.rng.uniform(1.5, 2.5),
-            ..Risk::default()
-        };
+        let risk =
+            Risk { farm: true, big_amount: true, income_inflation: self.rng.uniform(1.5, 2.5), ..Risk::default() };
         self.apply(u, t, device, u.home_ip, credit, risk, true);
         self.farms[g].applications.push((idx, t));
         u.bg_weight = 0.1;
@@ -1086,17 +846,9 @@ impl Planner {
         let reg = self.ms(reg_act);
         self.register(u, reg);
         let t = u.reg_ms + self.mins(60, 360);
-        let credit = Credit {
-            active_loans: self.rng.below(3) as u8,
-            apps_30d: self.rng.range(1, 4) as u8,
-            ..Credit::default()
-        };
-        let risk = Risk {
-            ring: true,
-            big_amount: true,
-            income_inflation: 1.8,
-            ..Risk::default()
-        };
+        let credit =
+            Credit { active_loans: self.rng.below(3) as u8, apps_30d: self.rng.range(1, 4) as u8, ..Credit::default() };
+        let risk = Risk { ring: true, big_amount: true, income_inflation: 1.8, ..Risk::default() };
         let dev = u.devices[0];
         self.apply(u, t, dev, u.home_ip, credit, risk, true);
         self.rings[g].applications.push((idx, t));
@@ -1114,13 +866,7 @@ impl Planner {
         self.register(u, reg);
         let t = self.ms_after(reg_act, 0.05, 2.0);
         let credit = self.normal_credit();
-        let risk = Risk {
-            emulator,
-            rooted,
-            big_amount: true,
-            income_inflation: 1.4,
-            ..Risk::default()
-        };
+        let risk = Risk { emulator, rooted, big_amount: true, income_inflation: 1.4, ..Risk::default() };
         let ip = self.some_ip(u);
         self.apply(u, t, dev, ip, credit, risk, true);
         if t < self.t1 {
@@ -1154,10 +900,7 @@ impl Planner {
             act += self.rng.uniform(1.0, 5.0);
         }
         if !seen.is_empty() {
-            self.manifest.multi_lending.push(MultiLender {
-                user_id: user_id(idx),
-                applications_last_30d: seen,
-            });
+            self.manifest.multi_lending.push(MultiLender { user_id: user_id(idx), applications_last_30d: seen });
         }
     }
 
@@ -1166,32 +909,22 @@ impl Planner {
         let reg_act = self.a0 + (self.a1 - self.a0) * 0.7 * self.rng.f64().powf(1.3);
         let reg = self.ms(reg_act);
         self.register(u, reg);
-        let field = if self.rng.chance(0.6) {
-            ContactField::Phone
-        } else {
-            ContactField::BankCard
-        };
+        let field = if self.rng.chance(0.6) { ContactField::Phone } else { ContactField::BankCard };
         let tc = self.ms_after(reg_act, 0.5, 6.0);
         let dev = u.devices[0];
         let ip = u.mobile_ip;
         self.contact_change(u, tc, field, dev, ip);
         let ta = tc + self.mins(5, 120);
         let credit = self.normal_credit();
-        let risk = Risk {
-            contact_switch: true,
-            income_inflation: 1.0,
-            ..Risk::default()
-        };
+        let risk = Risk { contact_switch: true, income_inflation: 1.0, ..Risk::default() };
         self.apply(u, ta, dev, ip, credit, risk, true);
         if ta < self.t1 {
-            self.manifest
-                .contact_change_before_apply
-                .push(ContactSwitch {
-                    user_id: user_id(idx),
-                    field: field.as_str().into(),
-                    changed_at: TimeFmt::format(tc),
-                    applied_at: TimeFmt::format(ta),
-                });
+            self.manifest.contact_change_before_apply.push(ContactSwitch {
+                user_id: user_id(idx),
+                field: field.as_str().into(),
+                changed_at: TimeFmt::format(tc),
+                applied_at: TimeFmt::format(ta),
+            });
         }
     }
 
@@ -1212,12 +945,7 @@ impl Planner {
             });
         }
         for r in &self.rings {
-            let users: Vec<String> = r
-                .applications
-                .iter()
-                .filter(|(_, t)| *t < t1)
-                .map(|(u, _)| user_id(*u))
-                .collect();
+            let users: Vec<String> = r.applications.iter().filter(|(_, t)| *t < t1).map(|(u, _)| user_id(*u)).collect();
             if users.is_empty() {
                 continue;
             }
@@ -1231,20 +959,11 @@ impl Planner {
     /// activity weight times their time on the platform, with systematic
     /// rounding so the counts add up exactly.
     fn allocate_background(&mut self, users: &mut [User], total: u64) {
-        let starts: Vec<f64> = users
-            .iter()
-            .map(|u| self.di.to_act(u.reg_ms + 5 * MIN_MS))
-            .collect();
+        let starts: Vec<f64> = users.iter().map(|u| self.di.to_act(u.reg_ms + 5 * MIN_MS)).collect();
         let weights: Vec<f64> = users
             .iter()
             .zip(&starts)
-            .map(|(u, &s)| {
-                if u.plan.is_empty() {
-                    0.0
-                } else {
-                    u.bg_weight * (self.a1 - s).max(0.0)
-                }
-            })
+            .map(|(u, &s)| if u.plan.is_empty() { 0.0 } else { u.bg_weight * (self.a1 - s).max(0.0) })
             .collect();
         let sum: f64 = weights.iter().sum();
         if sum <= 0.0 {
@@ -1257,12 +976,7 @@ impl Planner {
             let upto = ((total as f64) * (cum / sum)).round() as u64;
             let k = upto.min(total).saturating_sub(given);
             given += k;
-            u.bg = Background {
-                remaining: k,
-                pos: *s,
-                end: self.a1,
-                next: i64::MAX,
-            };
+            u.bg = Background { remaining: k, pos: *s, end: self.a1, next: i64::MAX };
         }
         // Floating-point shortfall, if any, goes to the last active user.
         if let Some(i) = weights.iter().rposition(|&w| w > 0.0) {

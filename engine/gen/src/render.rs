@@ -7,12 +7,9 @@
 
 use crate::clock::TimeFmt;
 use crate::model::EventType;
-use crate::plan::{
-    Act, Application, ContactField, Device, User, CHANNELS, FAILURES, METHODS, OS_NAMES, PURPOSES,
-};
+use crate::plan::{Act, Application, ContactField, Device, User, CHANNELS, FAILURES, METHODS, OS_NAMES, PURPOSES};
 use crate::text::{
-    push_bp, push_card, push_cents, push_device, push_id_number, push_padded, push_phone, push_u64,
-    push_user, Ip,
+    push_bp, push_card, push_cents, push_device, push_id_number, push_padded, push_phone, push_u64, push_user, Ip,
 };
 
 pub(crate) struct Ctx<'a> {
@@ -125,12 +122,7 @@ pub(crate) fn render(
             buf.push_str(",\"is_rooted\":");
             push_bool(buf, d.rooted);
         }
-        Act::Login {
-            dev,
-            ip,
-            method,
-            failure,
-        } => {
+        Act::Login { dev, ip, method, failure } => {
             entity_device(buf, ctx, dev, ip);
             if METHODS[method as usize] == "sms" {
                 entity_phone(buf, user.phone);
@@ -146,12 +138,7 @@ pub(crate) fn render(
                 buf.push('"');
             }
         }
-        Act::CreditReport {
-            active_loans,
-            apps_30d,
-            max_overdue_days,
-            outstanding_cents,
-        } => {
+        Act::CreditReport { active_loans, apps_30d, max_overdue_days, outstanding_cents } => {
             entity_id_number(buf, user.id_number);
             buf.push_str("},\"payload\":{\"active_loans\":");
             push_u64(buf, u64::from(active_loans));
@@ -175,11 +162,7 @@ pub(crate) fn render(
             buf.push_str(",\"term_months\":");
             push_u64(buf, u64::from(a.term_months));
             buf.push_str(",\"repayment_method\":\"");
-            buf.push_str(if a.interest_only {
-                "interest_only"
-            } else {
-                "equal_installment"
-            });
+            buf.push_str(if a.interest_only { "interest_only" } else { "equal_installment" });
             buf.push_str("\",\"purpose\":\"");
             buf.push_str(PURPOSES[a.purpose as usize]);
             buf.push_str("\",\"stated_monthly_income\":");
@@ -199,12 +182,7 @@ pub(crate) fn render(
             }
             label = Some(a.bad);
         }
-        Act::Repay {
-            app,
-            installment,
-            days_late,
-            amount_cents,
-        } => {
+        Act::Repay { app, installment, days_late, amount_cents } => {
             entity_card(buf, user.bank_card);
             buf.push_str("},\"payload\":{\"loan_id\":\"");
             push_loan_id(buf, app);
@@ -215,11 +193,7 @@ pub(crate) fn render(
             buf.push_str(",\"days_late\":");
             push_u64(buf, u64::from(days_late));
         }
-        Act::Overdue {
-            app,
-            days,
-            amount_due_cents,
-        } => {
+        Act::Overdue { app, days, amount_due_cents } => {
             entity_phone(buf, user.phone);
             buf.push_str("},\"payload\":{\"loan_id\":\"");
             push_loan_id(buf, app);
@@ -228,12 +202,7 @@ pub(crate) fn render(
             buf.push_str(",\"amount_due\":");
             push_cents(buf, amount_due_cents);
         }
-        Act::ContactChange {
-            field,
-            dev,
-            ip,
-            new_value,
-        } => {
+        Act::ContactChange { field, dev, ip, new_value } => {
             entity_device(buf, ctx, dev, ip);
             match field {
                 ContactField::Phone => {

@@ -24,9 +24,7 @@ impl Rng {
 
     /// An independent stream number `stream` of `seed`.
     pub(crate) fn derive(seed: u64, stream: u64) -> Self {
-        Rng(mix64(seed.wrapping_add(mix64(
-            stream.wrapping_mul(GOLDEN) ^ 0xA5A5_A5A5,
-        ))))
+        Rng(mix64(seed.wrapping_add(mix64(stream.wrapping_mul(GOLDEN) ^ 0xA5A5_A5A5))))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {

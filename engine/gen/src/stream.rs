@@ -62,10 +62,7 @@ impl Generator {
             tf: TimeFmt::default(),
             last_time: None,
             last_user: 0,
-            stats: GenStats {
-                fraud: world.manifest.clone(),
-                ..GenStats::default()
-            },
+            stats: GenStats { fraud: world.manifest.clone(), ..GenStats::default() },
             first_time: None,
             world,
         };
@@ -105,8 +102,7 @@ impl Generator {
     /// Malformed line `i` (0-based) goes before valid event number
     /// `position(i)`: spread evenly through the stream.
     fn bad_position(&self, i: u64) -> u64 {
-        ((u128::from(i + 1) * u128::from(self.world.total_events)) / u128::from(self.bad_total + 1))
-            as u64
+        ((u128::from(i + 1) * u128::from(self.world.total_events)) / u128::from(self.bad_total + 1)) as u64
     }
 
     /// Appends the next line (without a newline) to `buf` and describes it;
@@ -128,10 +124,7 @@ impl Generator {
             act
         };
         let seq = self.stats.events + 1;
-        let ctx = Ctx {
-            devices: &world.devices,
-            apps: &world.apps,
-        };
+        let ctx = Ctx { devices: &world.devices, apps: &world.apps };
         let (ty, label) = render(buf, &mut self.tf, &ctx, seq, t, uidx, user, &act);
         let next = user.next_time();
         self.schedule(next, uidx);
@@ -145,12 +138,7 @@ impl Generator {
         self.first_time.get_or_insert(t);
         self.last_time = Some(t);
         self.last_user = uidx;
-        Some(LineMeta {
-            kind: LineKind::Event(ty),
-            time_ms: t,
-            event_seq: Some(seq),
-            bad: label,
-        })
+        Some(LineMeta { kind: LineKind::Event(ty), time_ms: t, event_seq: Some(seq), bad: label })
     }
 
     fn malformed(&mut self, buf: &mut String) -> LineMeta {
@@ -159,26 +147,12 @@ impl Generator {
         let t = self.last_time.unwrap_or(self.world.t0);
         let time = TimeFmt::format(t);
         let user = &self.world.users[self.last_user as usize];
-        let device = user
-            .devices
-            .first()
-            .map_or(0, |&d| self.world.devices[d as usize].id);
-        let c = BadCtx {
-            n: i + 1,
-            time: &time,
-            user: self.last_user,
-            device,
-            ip: user.home_ip,
-        };
+        let device = user.devices.first().map_or(0, |&d| self.world.devices[d as usize].id);
+        let c = BadCtx { n: i + 1, time: &time, user: self.last_user, device, ip: user.home_ip };
         render_bad(buf, &c, reason, i / 8);
         self.stats.malformed += 1;
         *self.stats.malformed_by_reason.entry(reason).or_default() += 1;
-        LineMeta {
-            kind: LineKind::Malformed(reason),
-            time_ms: t,
-            event_seq: None,
-            bad: None,
-        }
+        LineMeta { kind: LineKind::Malformed(reason), time_ms: t, event_seq: None, bad: None }
     }
 }
 
@@ -190,21 +164,12 @@ fn background_act(user: &mut crate::plan::User) -> Act {
     } else {
         user.devices[rng.below(user.devices.len() as u64) as usize]
     };
-    let ip = if rng.chance(0.6) {
-        user.home_ip
-    } else {
-        user.mobile_ip
-    };
+    let ip = if rng.chance(0.6) { user.home_ip } else { user.mobile_ip };
     if rng.chance(0.58) {
         let method = rng.weighted(&[50, 30, 20]) as u8;
         // Honest users mistype now and then; the failure matches the method.
         let failure = if rng.chance(0.03) { method + 1 } else { 0 };
-        Act::Login {
-            dev,
-            ip,
-            method,
-            failure,
-        }
+        Act::Login { dev, ip, method, failure }
     } else {
         Act::DeviceReport { dev, ip }
     }
@@ -222,8 +187,5 @@ impl Iterator for Generator {
 
 /// Counts of each event type in a finished stream, in contract order.
 pub fn type_counts(stats: &GenStats) -> Vec<(EventType, u64)> {
-    EventType::ALL
-        .iter()
-        .map(|t| (*t, stats.by_type.get(t).copied().unwrap_or(0)))
-        .collect()
+    EventType::ALL.iter().map(|t| (*t, stats.by_type.get(t).copied().unwrap_or(0))).collect()
 }

@@ -25,37 +25,20 @@ fn every_event_validates_and_every_malformed_line_fails() {
         match line.meta.kind {
             LineKind::Event(ty) => {
                 let v = line.to_value().expect("events are JSON");
-                let errors: Vec<String> = validator
-                    .iter_errors(&v)
-                    .map(|e| format!("{} at {}", e, e.instance_path()))
-                    .collect();
+                let errors: Vec<String> =
+                    validator.iter_errors(&v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
                 assert!(errors.is_empty(), "{}\n{:#?}", line.text, errors);
                 assert_eq!(v["event_type"], ty.as_str());
             }
             LineKind::Malformed(reason) => {
                 *reasons.entry(reason).or_default() += 1;
                 if let Some(v) = line.to_value() {
-                    assert!(
-                        !validator.is_valid(&v),
-                        "{reason}: schema accepts {}",
-                        line.text
-                    );
+                    assert!(!validator.is_valid(&v), "{reason}: schema accepts {}", line.text);
                 } else {
                     assert_eq!(reason, BadReason::BadJson, "{}", line.text);
                 }
-                for key in [
-                    "\"phone\"",
-                    "\"id_number\"",
-                    "\"bank_card\"",
-                    "+99",
-                    "\"ZZ",
-                    "\"9999",
-                ] {
-                    assert!(
-                        !line.text.contains(key),
-                        "sensitive `{key}` in {}",
-                        line.text
-                    );
+                for key in ["\"phone\"", "\"id_number\"", "\"bank_card\"", "+99", "\"ZZ", "\"9999"] {
+                    assert!(!line.text.contains(key), "sensitive `{key}` in {}", line.text);
                 }
             }
         }
@@ -69,10 +52,7 @@ fn every_event_validates_and_every_malformed_line_fails() {
 
 #[test]
 fn malformed_lines_cycle_through_the_reasons_in_order() {
-    let cfg = GenConfig {
-        bad: 10,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { bad: 10, ..GenConfig::default() };
     let (lines, _) = generate(&cfg);
     let got: Vec<BadReason> = lines
         .iter()
@@ -85,14 +65,8 @@ fn malformed_lines_cycle_through_the_reasons_in_order() {
     want.extend_from_slice(&BadReason::CYCLE[..2]);
     assert_eq!(got, want);
     // Spread through the stream, not bunched at one end.
-    let first = lines
-        .iter()
-        .position(|l| matches!(l.meta.kind, LineKind::Malformed(_)))
-        .unwrap();
-    assert!(
-        first > 100 && first < 1000,
-        "first malformed line at {first}"
-    );
+    let first = lines.iter().position(|l| matches!(l.meta.kind, LineKind::Malformed(_))).unwrap();
+    assert!(first > 100 && first < 1000, "first malformed line at {first}");
 }
 
 #[test]
@@ -105,19 +79,11 @@ fn ids_are_unique_and_times_are_millisecond_utc_in_order() {
         assert!(ids.insert(e.id().to_string()));
         let t = e.v["event_time"].as_str().unwrap();
         assert_eq!(t.len(), 24, "{t}");
-        assert!(
-            t.ends_with('Z') && &t[19..20] == "." && &t[10..11] == "T",
-            "{t}"
-        );
+        assert!(t.ends_with('Z') && &t[19..20] == "." && &t[10..11] == "T", "{t}");
     }
     let start = GenConfig::default().start_ms;
     for w in lines.windows(2) {
-        assert!(
-            w[0].meta.time_ms <= w[1].meta.time_ms,
-            "{}\n{}",
-            w[0].text,
-            w[1].text
-        );
+        assert!(w[0].meta.time_ms <= w[1].meta.time_ms, "{}\n{}", w[0].text, w[1].text);
     }
     // The text agrees with the metadata, so the text is sorted too.
     for w in evs.windows(2) {
@@ -148,10 +114,7 @@ fn labels_exist_exactly_for_loan_applications() {
     let applications: BTreeSet<String> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            v["event_type"] == "loan_application"
-                && v["event_id"].as_str().unwrap().starts_with("ev-")
-        })
+        .filter(|v| v["event_type"] == "loan_application" && v["event_id"].as_str().unwrap().starts_with("ev-"))
         .map(|v| v["event_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(labelled, applications);
@@ -171,11 +134,7 @@ fn users_register_first_and_loans_follow_applications() {
     let mut loans: BTreeMap<String, (&str, i64)> = BTreeMap::new();
     for (user, evs) in &users {
         assert_eq!(evs[0].ty(), "registration", "{user}");
-        assert_eq!(
-            evs.iter().filter(|e| e.ty() == "registration").count(),
-            1,
-            "{user}"
-        );
+        assert_eq!(evs.iter().filter(|e| e.ty() == "registration").count(), 1, "{user}");
         for (i, e) in evs.iter().enumerate() {
             match e.ty() {
                 "loan_application" => {
@@ -183,19 +142,14 @@ fn users_register_first_and_loans_follow_applications() {
                     loans.insert(app.replacen("app-", "ln-", 1), (user, e.time_ms));
                     // A credit report shortly before every application.
                     assert!(
-                        evs[..i]
-                            .iter()
-                            .rev()
-                            .any(|p| p.ty() == "credit_report" && e.time_ms - p.time_ms <= 5 * MIN),
+                        evs[..i].iter().rev().any(|p| p.ty() == "credit_report" && e.time_ms - p.time_ms <= 5 * MIN),
                         "{user}: no credit report before {}",
                         e.id()
                     );
                 }
                 "repayment" | "overdue_notice" => {
                     let loan = e.payload("loan_id").as_str().unwrap();
-                    let (owner, at) = loans
-                        .get(loan)
-                        .unwrap_or_else(|| panic!("{loan} before its application"));
+                    let (owner, at) = loans.get(loan).unwrap_or_else(|| panic!("{loan} before its application"));
                     assert_eq!(owner, user);
                     assert!(e.time_ms > *at);
                 }
@@ -205,10 +159,7 @@ fn users_register_first_and_loans_follow_applications() {
     }
     // The mix is dominated by logins and device reports.
     let n = |t: EventType| stats.by_type.get(&t).copied().unwrap_or(0);
-    assert!(
-        n(EventType::Login) + n(EventType::DeviceReport) > stats.events / 2,
-        "{stats}"
-    );
+    assert!(n(EventType::Login) + n(EventType::DeviceReport) > stats.events / 2, "{stats}");
     assert_eq!(n(EventType::Registration), 400);
     assert_eq!(n(EventType::CreditReport), n(EventType::LoanApplication));
     for t in EventType::ALL {
@@ -220,76 +171,33 @@ fn users_register_first_and_loans_follow_applications() {
 fn tiny_and_unbalanced_configurations_work() {
     let validator = validator();
     for cfg in [
-        GenConfig {
-            users: 1,
-            days: 1,
-            events: 1,
-            ..GenConfig::default()
-        },
-        GenConfig {
-            users: 3,
-            days: 2,
-            events: 50,
-            bad: 3,
-            ..GenConfig::default()
-        },
-        GenConfig {
-            users: 30,
-            days: 400,
-            events: 20_000,
-            bad: 1,
-            ..GenConfig::default()
-        },
-        GenConfig {
-            users: 2000,
-            days: 3,
-            events: 100,
-            ..GenConfig::default()
-        },
+        GenConfig { users: 1, days: 1, events: 1, ..GenConfig::default() },
+        GenConfig { users: 3, days: 2, events: 50, bad: 3, ..GenConfig::default() },
+        GenConfig { users: 30, days: 400, events: 20_000, bad: 1, ..GenConfig::default() },
+        GenConfig { users: 2000, days: 3, events: 100, ..GenConfig::default() },
     ] {
         let (lines, stats) = generate(&cfg);
-        assert_eq!(
-            lines.len() as u64,
-            stats.events + stats.malformed,
-            "{cfg:?}"
-        );
+        assert_eq!(lines.len() as u64, stats.events + stats.malformed, "{cfg:?}");
         assert_eq!(stats.malformed, cfg.bad);
         assert!(stats.events >= cfg.events.min(cfg.users as u64), "{cfg:?}");
         for w in lines.windows(2) {
             assert!(w[0].meta.time_ms <= w[1].meta.time_ms);
         }
-        for l in lines
-            .iter()
-            .filter(|l| matches!(l.meta.kind, LineKind::Event(_)))
-        {
+        for l in lines.iter().filter(|l| matches!(l.meta.kind, LineKind::Event(_))) {
             assert!(validator.is_valid(&l.to_value().unwrap()), "{}", l.text);
         }
     }
     // Enough users for the planned activity: the target is met exactly.
-    let cfg = GenConfig {
-        users: 30,
-        days: 400,
-        events: 20_000,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { users: 30, days: 400, events: 20_000, ..GenConfig::default() };
     assert_eq!(generate(&cfg).1.events, 20_000);
 }
 
 #[test]
 fn invalid_configurations_are_refused() {
     for cfg in [
-        GenConfig {
-            users: 0,
-            ..GenConfig::default()
-        },
-        GenConfig {
-            days: 0,
-            ..GenConfig::default()
-        },
-        GenConfig {
-            start_ms: -1,
-            ..GenConfig::default()
-        },
+        GenConfig { users: 0, ..GenConfig::default() },
+        GenConfig { days: 0, ..GenConfig::default() },
+        GenConfig { start_ms: -1, ..GenConfig::default() },
     ] {
         assert!(riskd_gen::Generator::new(&cfg).is_err(), "{cfg:?}");
     }
@@ -334,22 +242,11 @@ fn the_schema_is_strict() {
             assert!(!validator.is_valid(&bad), "accepted {bad}");
         }
         for key in e.v["payload"].as_object().unwrap().keys() {
-            let optional = [
-                "region",
-                "failure_reason",
-                "stated_region",
-                "annual_rate",
-                "fees",
-            ];
+            let optional = ["region", "failure_reason", "stated_region", "annual_rate", "fees"];
             let v = mutate(&|v| {
                 v["payload"].as_object_mut().unwrap().remove(key);
             });
-            assert_eq!(
-                validator.is_valid(&v),
-                optional.contains(&key.as_str()),
-                "{} without {key}",
-                e.ty()
-            );
+            assert_eq!(validator.is_valid(&v), optional.contains(&key.as_str()), "{} without {key}", e.ty());
         }
         for key in e.v["entities"].as_object().unwrap().keys() {
             let required = match e.ty() {
@@ -360,12 +257,7 @@ fn the_schema_is_strict() {
             let v = mutate(&|v| {
                 v["entities"].as_object_mut().unwrap().remove(key);
             });
-            assert_eq!(
-                validator.is_valid(&v),
-                !required.contains(&key.as_str()),
-                "{} without {key}",
-                e.ty()
-            );
+            assert_eq!(validator.is_valid(&v), !required.contains(&key.as_str()), "{} without {key}", e.ty());
         }
         let accepted = [
             mutate(&|v| v["entities"]["ip"] = "::1".into()),

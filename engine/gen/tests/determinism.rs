@@ -35,15 +35,9 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     run(&c).unwrap();
     assert_eq!(sa, sb);
     assert_eq!(read(&a.out), read(&b.out));
-    assert_eq!(
-        read(a.labels.as_ref().unwrap()),
-        read(b.labels.as_ref().unwrap())
-    );
+    assert_eq!(read(a.labels.as_ref().unwrap()), read(b.labels.as_ref().unwrap()));
     assert_ne!(read(&a.out), read(&c.out));
-    assert_ne!(
-        read(a.labels.as_ref().unwrap()),
-        read(c.labels.as_ref().unwrap())
-    );
+    assert_ne!(read(a.labels.as_ref().unwrap()), read(c.labels.as_ref().unwrap()));
     assert_eq!(sa.events, 3000);
 }
 
@@ -56,21 +50,13 @@ fn gzip_output_holds_the_same_bytes() {
     run(&plain).unwrap();
     run(&gz).unwrap();
     let mut text = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&gz.out).unwrap())
-        .read_to_end(&mut text)
-        .unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(&gz.out).unwrap()).read_to_end(&mut text).unwrap();
     assert_eq!(text, read(&plain.out));
 }
 
 #[test]
 fn every_api_gives_the_same_stream() {
-    let cfg = GenConfig {
-        seed: 11,
-        users: 100,
-        events: 2000,
-        bad: 5,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { seed: 11, users: 100, events: 2000, bad: 5, ..GenConfig::default() };
     let mut written = Vec::new();
     write_stream(&cfg, &mut written, None).unwrap();
 
@@ -96,20 +82,11 @@ fn every_api_gives_the_same_stream() {
 #[test]
 fn committed_sample_is_reproducible() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../replay-data");
-    let cfg = GenConfig {
-        bad: 8,
-        ..GenConfig::default()
-    };
+    let cfg = GenConfig { bad: 8, ..GenConfig::default() };
     let (mut events, mut labels) = (Vec::new(), Vec::new());
     let stats = write_stream(&cfg, &mut events, Some(&mut labels)).unwrap();
     let committed = read(&std::path::Path::new(dir).join("events.jsonl"));
-    assert!(
-        committed == events,
-        "replay-data/events.jsonl differs from the generator's output: regenerate it"
-    );
+    assert!(committed == events, "replay-data/events.jsonl differs from the generator's output: regenerate it");
     assert_eq!(read(&std::path::Path::new(dir).join("labels.csv")), labels);
-    assert_eq!(
-        (stats.events, stats.malformed, stats.applications),
-        (5000, 8, 270)
-    );
+    assert_eq!((stats.events, stats.malformed, stats.applications), (5000, 8, 270));
 }

@@ -39,12 +39,7 @@ fn device_farm_one_device_many_users_applying_within_a_day() {
             // Every user applies, from the device, all within 24 hours.
             let times: Option<Vec<i64>> = users
                 .iter()
-                .map(|u| {
-                    apps.get(u)?
-                        .iter()
-                        .find(|a| a.entity("device_id") == Some(d))
-                        .map(|a| a.time_ms)
-                })
+                .map(|u| apps.get(u)?.iter().find(|a| a.entity("device_id") == Some(d)).map(|a| a.time_ms))
                 .collect();
             times.is_some_and(|t| t.iter().max().unwrap() - t.iter().min().unwrap() <= DAY)
         })
@@ -53,14 +48,11 @@ fn device_farm_one_device_many_users_applying_within_a_day() {
     assert_eq!(farms.len(), 1, "{farms:?}");
     let m = &stats.fraud.device_farms[0];
     assert_eq!(farms[0].0, m.device_id);
-    assert_eq!(
-        farms[0].1.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
-        {
-            let mut u = m.users.clone();
-            u.sort();
-            u
-        }
-    );
+    assert_eq!(farms[0].1.iter().map(|u| u.to_string()).collect::<Vec<_>>(), {
+        let mut u = m.users.clone();
+        u.sort();
+        u
+    });
     // Ordinary sharing exists too, but is small.
     assert!(users_per_device.values().any(|u| u.len() == 2));
     assert!(users_per_device.values().filter(|u| u.len() > 3).count() == 1);
@@ -73,38 +65,16 @@ fn emulator_and_rooted_devices_whose_users_apply() {
     let mut tainted: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
     for e in evs.iter().filter(|e| e.ty() == "device_report") {
         if e.payload("is_emulator") == true || e.payload("is_rooted") == true {
-            tainted.insert(
-                e.user(),
-                (
-                    e.payload("is_emulator") == true,
-                    e.payload("is_rooted") == true,
-                ),
-            );
+            tainted.insert(e.user(), (e.payload("is_emulator") == true, e.payload("is_rooted") == true));
         }
     }
-    let applying: Vec<_> = tainted
-        .iter()
-        .filter(|(u, _)| apps.contains_key(*u))
-        .collect();
-    assert!(
-        applying.iter().filter(|(_, (emu, _))| *emu).count() >= 3,
-        "{applying:?}"
-    );
-    assert!(
-        applying
-            .iter()
-            .filter(|(_, (emu, rooted))| !*emu && *rooted)
-            .count()
-            >= 3,
-        "{applying:?}"
-    );
+    let applying: Vec<_> = tainted.iter().filter(|(u, _)| apps.contains_key(*u)).collect();
+    assert!(applying.iter().filter(|(_, (emu, _))| *emu).count() >= 3, "{applying:?}");
+    assert!(applying.iter().filter(|(_, (emu, rooted))| !*emu && *rooted).count() >= 3, "{applying:?}");
     assert!(stats.fraud.emulator_or_rooted.len() >= 6);
     for t in &stats.fraud.emulator_or_rooted {
         assert!(apps.contains_key(t.user_id.as_str()));
-        assert_eq!(
-            tainted.get(t.user_id.as_str()),
-            Some(&(t.is_emulator, t.is_rooted))
-        );
+        assert_eq!(tainted.get(t.user_id.as_str()), Some(&(t.is_emulator, t.is_rooted)));
     }
 }
 
@@ -113,39 +83,19 @@ fn credential_stuffing_bursts_of_failed_logins() {
     let (evs, stats) = sample();
     let mut bursts: BTreeMap<&str, usize> = BTreeMap::new();
     for (user, evs) in by_user(&evs) {
-        let fails: Vec<i64> = evs
-            .iter()
-            .filter(|e| e.ty() == "login" && e.payload("success") == false)
-            .map(|e| e.time_ms)
-            .collect();
-        let most = (0..fails.len())
-            .map(|i| {
-                fails[i..]
-                    .iter()
-                    .take_while(|&&t| t - fails[i] <= 10 * MIN)
-                    .count()
-            })
-            .max();
+        let fails: Vec<i64> =
+            evs.iter().filter(|e| e.ty() == "login" && e.payload("success") == false).map(|e| e.time_ms).collect();
+        let most = (0..fails.len()).map(|i| fails[i..].iter().take_while(|&&t| t - fails[i] <= 10 * MIN).count()).max();
         if let Some(n) = most.filter(|&n| n >= 5) {
             bursts.insert(user, n);
         }
     }
     assert!(bursts.len() >= 4, "{bursts:?}");
-    let manifest: BTreeSet<&str> = stats
-        .fraud
-        .credential_stuffing
-        .iter()
-        .map(|b| b.user_id.as_str())
-        .collect();
+    let manifest: BTreeSet<&str> = stats.fraud.credential_stuffing.iter().map(|b| b.user_id.as_str()).collect();
     assert_eq!(bursts.keys().copied().collect::<BTreeSet<_>>(), manifest);
     // Some end in a takeover: a success from the attacker's device, then an
     // application from it.
-    let takeovers: Vec<_> = stats
-        .fraud
-        .credential_stuffing
-        .iter()
-        .filter(|b| b.takeover)
-        .collect();
+    let takeovers: Vec<_> = stats.fraud.credential_stuffing.iter().filter(|b| b.takeover).collect();
     assert!(!takeovers.is_empty());
     for b in takeovers {
         let applied = evs.iter().any(|e| {
@@ -162,9 +112,7 @@ fn multi_lending_credit_reports_before_applications() {
     let (evs, stats) = sample();
     let heavy: BTreeSet<&str> = evs
         .iter()
-        .filter(|e| {
-            e.ty() == "credit_report" && e.payload("applications_last_30d").as_u64().unwrap() >= 6
-        })
+        .filter(|e| e.ty() == "credit_report" && e.payload("applications_last_30d").as_u64().unwrap() >= 6)
         .map(|e| e.user())
         .collect();
     let apps = applicants(&evs);
@@ -182,10 +130,7 @@ fn ip_ring_one_slash_24_shared_by_applicants() {
     for e in evs.iter().filter(|e| e.ty() == "loan_application") {
         let ip = e.entity("ip").unwrap();
         if let Some((prefix, _)) = ip.rsplit_once('.').filter(|_| !ip.contains(':')) {
-            per_range
-                .entry(format!("{prefix}.0/24"))
-                .or_default()
-                .insert(e.user());
+            per_range.entry(format!("{prefix}.0/24")).or_default().insert(e.user());
         }
     }
     let rings: Vec<_> = per_range.iter().filter(|(_, u)| u.len() >= 6).collect();
@@ -208,9 +153,7 @@ fn contact_changed_shortly_before_applying() {
             let key = field.unwrap();
             let new_value = c.entity(key).expect("new value in entities");
             let applied = evs[i..].iter().any(|a| {
-                a.ty() == "loan_application"
-                    && a.time_ms - c.time_ms <= 3 * HOUR
-                    && a.entity(key) == Some(new_value)
+                a.ty() == "loan_application" && a.time_ms - c.time_ms <= 3 * HOUR && a.entity(key) == Some(new_value)
             });
             if applied {
                 found.insert(user);
@@ -228,37 +171,18 @@ fn labels_carry_the_risk_signal() {
     let (evs, stats) = sample();
     let f = &stats.fraud;
     let mut fraud_users: BTreeSet<&str> = BTreeSet::new();
-    fraud_users.extend(
-        f.device_farms
-            .iter()
-            .flat_map(|d| d.users.iter().map(String::as_str)),
-    );
+    fraud_users.extend(f.device_farms.iter().flat_map(|d| d.users.iter().map(String::as_str)));
     fraud_users.extend(f.emulator_or_rooted.iter().map(|t| t.user_id.as_str()));
-    fraud_users.extend(
-        f.ip_rings
-            .iter()
-            .flat_map(|r| r.users.iter().map(String::as_str)),
-    );
+    fraud_users.extend(f.ip_rings.iter().flat_map(|r| r.users.iter().map(String::as_str)));
     fraud_users.extend(f.multi_lending.iter().map(|m| m.user_id.as_str()));
-    fraud_users.extend(
-        f.contact_change_before_apply
-            .iter()
-            .map(|c| c.user_id.as_str()),
-    );
+    fraud_users.extend(f.contact_change_before_apply.iter().map(|c| c.user_id.as_str()));
     let (mut fraud, mut other) = ((0, 0), (0, 0));
     for e in evs.iter().filter(|e| e.ty() == "loan_application") {
-        let bucket = if fraud_users.contains(e.user()) {
-            &mut fraud
-        } else {
-            &mut other
-        };
+        let bucket = if fraud_users.contains(e.user()) { &mut fraud } else { &mut other };
         bucket.0 += 1;
         bucket.1 += usize::from(e.bad.unwrap());
     }
     let rate = |(n, b): (usize, usize)| b as f64 / n as f64;
     assert!(fraud.0 >= 40 && other.0 >= 100, "{fraud:?} {other:?}");
-    assert!(
-        rate(fraud) > 3.0 * rate(other),
-        "fraud {fraud:?} vs other {other:?}"
-    );
+    assert!(rate(fraud) > 3.0 * rate(other), "fraud {fraud:?} vs other {other:?}");
 }

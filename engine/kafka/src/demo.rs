@@ -94,8 +94,10 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// Runs the demo; returns false when the live/replay check failed.
 pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     let keys = demo_keys(&cfg)?;
-    let deployment = Arc::new(Deployment::load(&cfg.engine).map_err(|e| anyhow::anyhow!("{} problem(s) found:\n{e}", e.count()))?);
-    let recorded = Recorded::read(open_input(&args.data)?).with_context(|| format!("reading {}", args.data.display()))?;
+    let deployment =
+        Arc::new(Deployment::load(&cfg.engine).map_err(|e| anyhow::anyhow!("{} problem(s) found:\n{e}", e.count()))?);
+    let recorded =
+        Recorded::read(open_input(&args.data)?).with_context(|| format!("reading {}", args.data.display()))?;
     let _broker = if cfg.kafka.brokers.is_empty() {
         let b = LocalBroker::start()?;
         cfg.kafka.brokers = b.bootstrap();
@@ -126,7 +128,12 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve_cfg = k.clone();
-    let engine = tokio::spawn(async move { crate::serve::run(&serve_cfg, pipeline, ready, async { let _ = stop_rx.await; }).await });
+    let engine = tokio::spawn(async move {
+        crate::serve::run(&serve_cfg, pipeline, ready, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
 
     // Produce the recording in event-time order, keyed by user, at the given rate.
     let producer: FutureProducer = crate::client::producer_config(&k).create()?;
@@ -149,20 +156,27 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
                         acks.push(ack);
                         break;
                     }
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
-                        tokio::time::sleep(Duration::from_millis(1)).await
-                    }
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        _,
+                    )) => tokio::time::sleep(Duration::from_millis(1)).await,
                     Err((e, _)) => bail!("produce failed: {e}"),
                 }
             }
         }
         for ack in acks {
-            ack.await.map_err(|_| anyhow::anyhow!("producer dropped"))?.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+            ack.await
+                .map_err(|_| anyhow::anyhow!("producer dropped"))?
+                .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
         }
         anyhow::Ok(start.elapsed())
     });
 
-    eprintln!("demo: streaming {total} events from {} at {} events/s\n", args.data.display(), if rate == 0 { "max".into() } else { rate.to_string() });
+    eprintln!(
+        "demo: streaming {total} events from {} at {} events/s\n",
+        args.data.display(),
+        if rate == 0 { "max".into() } else { rate.to_string() }
+    );
     let mut live: HashMap<String, Decision> = HashMap::new();
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut latencies = Vec::with_capacity(total);
@@ -186,7 +200,12 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
             live.insert(d.event_id.clone(), d);
         } else {
             let dl: DeadLetter = serde_json::from_slice(body)?;
-            println!("dead letter: {:<26} at {} ({})", dl.reason.as_str(), dl.field.as_deref().unwrap_or("-"), dl.detail);
+            println!(
+                "dead letter: {:<26} at {} ({})",
+                dl.reason.as_str(),
+                dl.field.as_deref().unwrap_or("-"),
+                dl.detail
+            );
             dead.push(dl);
         }
     }
@@ -196,7 +215,8 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     let stats = engine.await??;
 
     if let Some(path) = &args.out {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("{}", path.display()))?);
+        let mut w =
+            std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("{}", path.display()))?);
         let mut all: Vec<&Decision> = live.values().collect();
         all.sort_by(|a, b| (&a.event_time, &a.event_id).cmp(&(&b.event_time, &b.event_id)));
         for d in all {
@@ -209,7 +229,9 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     let mut replay_pipeline = Pipeline::new(deployment, keys, &cfg.engine)?;
     let (mut same, mut differ) = (0, 0);
     for (line_no, bytes) in recorded.iter() {
-        if let Outcome::Decision(d) = replay_pipeline.process(bytes, || riskd_core::SourcePosition::File { path: String::new(), line: line_no }) {
+        if let Outcome::Decision(d) =
+            replay_pipeline.process(bytes, || riskd_core::SourcePosition::File { path: String::new(), line: line_no })
+        {
             match live.get(&d.event_id) {
                 Some(l) if l.without_timing() == d.without_timing() => same += 1,
                 _ => differ += 1,
@@ -228,7 +250,13 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     }
     let fmt = |m: &BTreeMap<&str, u64>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     println!("\n=== summary ===");
-    println!("inputs {total}: {} decisions on {}, {} dead letters on {}", live.len(), k.decision_topic, dead.len(), k.dead_letter_topic);
+    println!(
+        "inputs {total}: {} decisions on {}, {} dead letters on {}",
+        live.len(),
+        k.decision_topic,
+        dead.len(),
+        k.dead_letter_topic
+    );
     println!("engine: consumed {}, decided {}, dead-lettered {}", stats.consumed, stats.decisions, stats.dead_letters);
     println!("actions: {}", fmt(&by_action));
     if !by_reason.is_empty() {

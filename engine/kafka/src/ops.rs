@@ -30,7 +30,12 @@ struct Ops {
 }
 
 /// Serves the ops endpoints until `shutdown` resolves.
-pub async fn serve_http(addr: SocketAddr, metrics: PrometheusHandle, ready: Arc<AtomicBool>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<SocketAddr> {
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: PrometheusHandle,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/metrics", get(|State(o): State<Ops>| async move { o.metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))

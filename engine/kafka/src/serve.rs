@@ -9,8 +9,8 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedHeaders};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use riskd_core::metric;
 use riskd_core::SourcePosition;
 use riskd_pipeline::config::KafkaConfig;
@@ -56,12 +56,21 @@ fn acknowledge(consumer: &StreamConsumer, done: Done) -> Result<(), ServeError> 
             Ok(())
         }
         Ok(Err((e, _))) => Err(ServeError::Delivery { topic: done.output_topic.to_string(), message: e.to_string() }),
-        Err(_) => Err(ServeError::Delivery { topic: done.output_topic.to_string(), message: "the producer was dropped".into() }),
+        Err(_) => Err(ServeError::Delivery {
+            topic: done.output_topic.to_string(),
+            message: "the producer was dropped".into(),
+        }),
     }
 }
 
 /// Enqueues one output, waiting while the producer queue is full.
-async fn send(producer: &FutureProducer, topic: &str, key: &str, body: &[u8], headers: Option<OwnedHeaders>) -> Result<DeliveryFuture, ServeError> {
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    body: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> Result<DeliveryFuture, ServeError> {
     loop {
         let mut record = FutureRecord::to(topic).key(key).payload(body);
         if let Some(h) = &headers {
@@ -69,7 +78,9 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str, body: &[u8], he
         }
         match producer.send_result(record) {
             Ok(f) => return Ok(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
             Err((e, _)) => return Err(e.into()),
         }
     }
@@ -78,7 +89,12 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str, body: &[u8], he
 /// Consumes, decides and produces until `shutdown` resolves; then stops
 /// consuming, waits for every in-flight output to be acknowledged, commits,
 /// and returns. `ready` turns true once the consumer has subscribed.
-pub async fn run(kafka: &KafkaConfig, mut pipeline: Pipeline, ready: Arc<AtomicBool>, shutdown: impl Future<Output = ()>) -> Result<ServeStats, ServeError> {
+pub async fn run(
+    kafka: &KafkaConfig,
+    mut pipeline: Pipeline,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ServeStats, ServeError> {
     if kafka.brokers.is_empty() {
         return Err(ServeError::NoBrokers);
     }
@@ -178,6 +194,11 @@ pub async fn run(kafka: &KafkaConfig, mut pipeline: Pipeline, ready: Arc<AtomicB
         }
     }
     ready.store(false, Ordering::Relaxed);
-    tracing::info!(consumed = stats.consumed, decisions = stats.decisions, dead_letters = stats.dead_letters, "stopped");
+    tracing::info!(
+        consumed = stats.consumed,
+        decisions = stats.decisions,
+        dead_letters = stats.dead_letters,
+        "stopped"
+    );
     result.map(|_| stats)
 }

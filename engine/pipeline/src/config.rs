@@ -77,7 +77,12 @@ pub struct HttpConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { engine: EngineConfig::default(), pii: PiiConfig::default(), kafka: KafkaConfig::default(), http: HttpConfig::default() }
+        Config {
+            engine: EngineConfig::default(),
+            pii: PiiConfig::default(),
+            kafka: KafkaConfig::default(),
+            http: HttpConfig::default(),
+        }
     }
 }
 
@@ -142,7 +147,9 @@ impl Config {
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let shown = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: shown.clone(), source })?,
+            Some(p) => {
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: shown.clone(), source })?
+            }
             None => String::new(),
         };
         let mut doc: toml::Table = toml::from_str(&text).map_err(|e| parse_error(&shown, &text, e))?;
@@ -168,7 +175,10 @@ impl Config {
     fn validate(&self, shown: &str) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid { path: shown.to_string(), message: m });
         if self.engine.max_event_bytes < 256 {
-            return bad(format!("engine.max_event_bytes = {} is too small (at least 256)", self.engine.max_event_bytes));
+            return bad(format!(
+                "engine.max_event_bytes = {} is too small (at least 256)",
+                self.engine.max_event_bytes
+            ));
         }
         if self.engine.reason_codes > 10 {
             return bad("engine.reason_codes must be at most 10".into());
@@ -203,7 +213,13 @@ fn parse_error(path: &str, text: &str, e: toml::de::Error) -> ConfigError {
     ConfigError::Parse { path: path.to_string(), line, col, message: e.message().to_string() }
 }
 
-fn apply_env(doc: &mut toml::Table, defaults: &toml::Table, var: &str, rest: &str, value: &str) -> Result<(), ConfigError> {
+fn apply_env(
+    doc: &mut toml::Table,
+    defaults: &toml::Table,
+    var: &str,
+    rest: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
     let lower = rest.to_ascii_lowercase();
     let env_err = |m: String| ConfigError::Env { var: var.to_string(), message: m };
     for (section, fields) in defaults {
@@ -211,9 +227,19 @@ fn apply_env(doc: &mut toml::Table, defaults: &toml::Table, var: &str, rest: &st
         let Some(template) = fields.as_table().and_then(|t| t.get(key)) else { continue };
         let parsed = match template {
             toml::Value::String(_) => toml::Value::String(value.to_string()),
-            toml::Value::Integer(_) => toml::Value::Integer(value.parse().map_err(|_| env_err(format!("`{value}` is not an integer")))?),
-            toml::Value::Boolean(_) => toml::Value::Boolean(value.parse().map_err(|_| env_err(format!("`{value}` is not true or false")))?),
-            toml::Value::Array(_) => toml::Value::Array(value.split(',').map(|s| toml::Value::String(s.trim().to_string())).filter(|v| v.as_str() != Some("")).collect()),
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(value.parse().map_err(|_| env_err(format!("`{value}` is not an integer")))?)
+            }
+            toml::Value::Boolean(_) => {
+                toml::Value::Boolean(value.parse().map_err(|_| env_err(format!("`{value}` is not true or false")))?)
+            }
+            toml::Value::Array(_) => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(|s| toml::Value::String(s.trim().to_string()))
+                    .filter(|v| v.as_str() != Some(""))
+                    .collect(),
+            ),
             _ => return Err(env_err("this key cannot be set from the environment".into())),
         };
         let table = doc.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -233,17 +259,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("riskd.toml");
         std::fs::write(&p, text).unwrap();
-        Config::load(Some(&p), env.iter().map(|(a, b)| (a.to_string(), b.to_string())))
-            .map_err(|e| match e {
-                ConfigError::Parse { line, col, message, .. } => ConfigError::Parse { path: "riskd.toml".into(), line, col, message },
-                ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: "riskd.toml".into(), message },
-                other => other,
-            })
+        Config::load(Some(&p), env.iter().map(|(a, b)| (a.to_string(), b.to_string()))).map_err(|e| match e {
+            ConfigError::Parse { line, col, message, .. } => {
+                ConfigError::Parse { path: "riskd.toml".into(), line, col, message }
+            }
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: "riskd.toml".into(), message },
+            other => other,
+        })
     }
 
     #[test]
     fn defaults_and_env_overrides() {
-        let cfg = load("[kafka]\nbrokers = \"a:1\"\n", &[("RISKD_KAFKA_GROUP_ID", "g2"), ("RISKD_KAFKA_INPUT_TOPICS", "x, y"), ("RISKD_ENGINE_REASON_CODES", "2")]).unwrap();
+        let cfg = load(
+            "[kafka]\nbrokers = \"a:1\"\n",
+            &[("RISKD_KAFKA_GROUP_ID", "g2"), ("RISKD_KAFKA_INPUT_TOPICS", "x, y"), ("RISKD_ENGINE_REASON_CODES", "2")],
+        )
+        .unwrap();
         assert_eq!(cfg.kafka.brokers, "a:1");
         assert_eq!(cfg.kafka.group_id, "g2");
         assert_eq!(cfg.kafka.input_topics, vec!["x", "y"]);

@@ -52,13 +52,18 @@ impl LoadError {
     }
 }
 
-#[derive(Debug)]
 pub struct Deployment {
     pub features: Arc<FeatureSet>,
     pub rules: Arc<RuleSet>,
     pub models: Vec<Arc<ModelSpec>>,
     pub schema: Schema,
     pub versions: Versions,
+}
+
+impl fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deployment").field("versions", &self.versions).finish_non_exhaustive()
+    }
 }
 
 /// The names rules may read: event fields, features and model outputs.

@@ -39,9 +39,18 @@ impl Metrics {
     fn new() -> Self {
         let h = |s: &'static str| metrics::histogram!(metric::STAGE_LATENCY_SECONDS, "stage" => s);
         Metrics {
-            events: EventKind::ALL.iter().map(|k| metrics::counter!(metric::EVENTS_TOTAL, "event_type" => k.as_str())).collect(),
-            decisions: Action::ALL.iter().map(|a| metrics::counter!(metric::DECISIONS_TOTAL, "action" => a.as_str())).collect(),
-            dead_letters: RejectReason::ALL.iter().map(|r| metrics::counter!(metric::DEAD_LETTERS_TOTAL, "reason" => r.as_str())).collect(),
+            events: EventKind::ALL
+                .iter()
+                .map(|k| metrics::counter!(metric::EVENTS_TOTAL, "event_type" => k.as_str()))
+                .collect(),
+            decisions: Action::ALL
+                .iter()
+                .map(|a| metrics::counter!(metric::DECISIONS_TOTAL, "action" => a.as_str()))
+                .collect(),
+            dead_letters: RejectReason::ALL
+                .iter()
+                .map(|r| metrics::counter!(metric::DEAD_LETTERS_TOTAL, "reason" => r.as_str()))
+                .collect(),
             decode: h(stage::DECODE),
             features: h(stage::FEATURES),
             scorecard: h(stage::SCORECARD),
@@ -165,7 +174,9 @@ impl Pipeline {
                     score = Some((s.points, s.probability));
                     model_reasons = s.reasons;
                 }
-                Err(e) => tracing::error!(model = %card.spec().manifest.name, error = %e, "model failed to score an event; deciding without a score"),
+                Err(e) => {
+                    tracing::error!(model = %card.spec().manifest.name, error = %e, "model failed to score an event; deciding without a score")
+                }
             }
         }
         self.metrics.scorecard.record(t.elapsed().as_secs_f64());
@@ -201,7 +212,8 @@ impl Pipeline {
                 .iter()
                 .map(|d| {
                     let v = self.fv.get(d.slot);
-                    let json = serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number);
+                    let json =
+                        serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number);
                     (d.name.clone(), json)
                 })
                 .collect()

@@ -105,7 +105,11 @@ impl Recorded {
             }
             let line = &data[start..stop];
             if !line.iter().all(u8::is_ascii_whitespace) {
-                if let Some(t) = serde_json::from_slice::<TimeOnly<'_>>(line).ok().and_then(|t| t.event_time).and_then(|t| parse_rfc3339_ms(&t)) {
+                if let Some(t) = serde_json::from_slice::<TimeOnly<'_>>(line)
+                    .ok()
+                    .and_then(|t| t.event_time)
+                    .and_then(|t| parse_rfc3339_ms(&t))
+                {
                     key = t;
                 }
                 lines.push((key, line_no, start, stop));

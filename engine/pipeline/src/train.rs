@@ -105,7 +105,14 @@ pub struct Matrix {
 
 /// Replays `events` through the decoder and feature engine and builds the
 /// input row of every labelled event the manifest scores.
-pub fn build_matrix(events: &Path, labels: &HashMap<String, f32>, features: &std::sync::Arc<FeatureSet>, mapper: &InputMapper, scores: impl Fn(riskd_core::EventKind) -> bool, keys: KeyRing) -> Result<Matrix, TrainError> {
+pub fn build_matrix(
+    events: &Path,
+    labels: &HashMap<String, f32>,
+    features: &std::sync::Arc<FeatureSet>,
+    mapper: &InputMapper,
+    scores: impl Fn(riskd_core::EventKind) -> bool,
+    keys: KeyRing,
+) -> Result<Matrix, TrainError> {
     let decoder = Decoder::new(Limits::default(), keys.clone());
     let mut engine = FeatureEngine::new(features.clone(), keys.protect("feature-state-key", "").0);
     let mut fv = FeatureVector::default();
@@ -171,7 +178,11 @@ pub fn ks(scores: &[f64], labels: &[f32]) -> f64 {
     best
 }
 
-pub fn train(opts: &TrainOptions, features: std::sync::Arc<FeatureSet>, keys: KeyRing) -> Result<TrainReport, TrainError> {
+pub fn train(
+    opts: &TrainOptions,
+    features: std::sync::Arc<FeatureSet>,
+    keys: KeyRing,
+) -> Result<TrainReport, TrainError> {
     let mpath = opts.model_dir.join("manifest.toml");
     let (manifest, _) = read_manifest(&mpath)?;
     let mapper = InputMapper::new(&manifest.inputs, &features, &mpath.display().to_string())?;
@@ -209,7 +220,8 @@ pub fn train(opts: &TrainOptions, features: std::sync::Arc<FeatureSet>, keys: Ke
     let p_hold = predict(&m.rows[n_train * w..])?;
     let model_path = opts.model_dir.join(&manifest.model_file);
     booster.save_file(&model_path.display().to_string()).map_err(lgbm)?;
-    let rate = |l: &[f32]| if l.is_empty() { f64::NAN } else { l.iter().map(|&x| f64::from(x)).sum::<f64>() / l.len() as f64 };
+    let rate =
+        |l: &[f32]| if l.is_empty() { f64::NAN } else { l.iter().map(|&x| f64::from(x)).sum::<f64>() / l.len() as f64 };
     let auc_h = auc(&p_hold, &m.labels[n_train..]);
     Ok(TrainReport {
         rows_train: n_train,

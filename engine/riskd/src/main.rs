@@ -113,7 +113,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RISKD_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("RISKD_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -174,6 +175,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dep.models.len(),
                 dep.versions.model
             );
+            let warnings = dep.rules.warnings();
+            if !warnings.0.is_empty() {
+                print!("{}", warnings.render());
+            }
             if keys.is_none() {
                 println!("note: no key file at {}; serve and replay will need one", cfg.pii.key_file.display());
             }
@@ -181,7 +186,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rules { command: RulesCommand::Test } => {
             let cfg = load_config(&cli.config)?;
             let dep = load_deployment(&cfg)?;
-            let report = riskd_rules::run_tests(&dep.rules, &dep.schema, &cfg.engine.rules_dir.join("tests")).map_err(|d| anyhow::anyhow!("{}", d.render()))?;
+            let report = riskd_rules::run_tests(&dep.rules, &dep.schema, &cfg.engine.rules_dir.join("tests"))
+                .map_err(|d| anyhow::anyhow!("{}", d.render()))?;
             print!("{}", report.render());
             if report.failed() > 0 {
                 return Ok(ExitCode::FAILURE);
@@ -199,11 +205,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out.with_extension("dead-letters.jsonl")
                 }
             });
-            let mut dl = std::io::BufWriter::new(std::fs::File::create(&dl_path).with_context(|| format!("{}", dl_path.display()))?);
+            let mut dl = std::io::BufWriter::new(
+                std::fs::File::create(&dl_path).with_context(|| format!("{}", dl_path.display()))?,
+            );
             let mut sink: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
-                Box::new(std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?))
+                Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?,
+                ))
             };
             let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done, total| {
                 if total > 100_000 {
@@ -229,7 +239,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let keys = load_keys(&cfg)?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let dl: riskd_core::DeadLetter = serde_json::from_str(line).with_context(|| format!("{}:{}: not a dead-letter record", file.display(), i + 1))?;
+                let dl: riskd_core::DeadLetter = serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}: not a dead-letter record", file.display(), i + 1))?;
                 let bytes = keys.open(&dl.original).with_context(|| format!("{}:{}", file.display(), i + 1))?;
                 println!("{}\t{}\t{}", dl.dead_letter_id, dl.reason, String::from_utf8_lossy(&bytes));
             }
@@ -239,7 +250,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let keys = load_keys(&cfg)?;
             let dep = Arc::new(load_deployment(&cfg)?);
             // The recorder must exist before the pipeline registers its metric handles.
-            let metrics = if cfg.http.listen.is_empty() { None } else { Some(riskd_kafka::ops::install_metrics().map_err(anyhow::Error::msg)?) };
+            let metrics = if cfg.http.listen.is_empty() {
+                None
+            } else {
+                Some(riskd_kafka::ops::install_metrics().map_err(anyhow::Error::msg)?)
+            };
             let pipeline = Pipeline::new(dep, keys, &cfg.engine)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {

@@ -8,7 +8,13 @@ fn repo() -> std::path::PathBuf {
 }
 
 fn check(config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_riskd")).current_dir(repo()).arg("--config").arg(config).arg("check").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_riskd"))
+        .current_dir(repo())
+        .arg("--config")
+        .arg(config)
+        .arg("check")
+        .output()
+        .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -34,12 +40,21 @@ fn a_broken_feature_definition_is_refused_with_file_line_col() {
     let dir = tempfile::tempdir().unwrap();
     let features = dir.path().join("features");
     std::fs::create_dir(&features).unwrap();
-    std::fs::write(features.join("f.toml"), "[[feature]]\nname = \"device.x\"\nentity = \"devise\"\nagg = \"count\"\nwindow = \"1h\"\n").unwrap();
+    std::fs::write(
+        features.join("f.toml"),
+        "[[feature]]\nname = \"device.x\"\nentity = \"devise\"\nagg = \"count\"\nwindow = \"1h\"\n",
+    )
+    .unwrap();
     let cfg = dir.path().join("riskd.toml");
     std::fs::write(&cfg, format!("[engine]\nfeatures_dir = \"{}\"\n", features.display())).unwrap();
     let (ok, out) = check(&cfg);
     assert!(!ok);
-    assert!(out.contains("unknown entity `devise`") && out.contains("f.toml:3:10") && out.contains("did you mean `device`?"), "{out}");
+    assert!(
+        out.contains("unknown entity `devise`")
+            && out.contains("f.toml:3:10")
+            && out.contains("did you mean `device`?"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -57,4 +72,27 @@ fn a_model_that_does_not_match_its_manifest_is_refused() {
     let (ok, out) = check(&cfg);
     assert!(!ok);
     assert!(out.contains("the model takes 15 inputs but the manifest lists 14"), "{out}");
+}
+
+#[test]
+fn a_broken_rule_is_refused_with_a_located_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(rules.join("lists")).unwrap();
+    std::fs::write(
+        rules.join("chain.toml"),
+        "[[stage]]\nname = \"velocity\"\ncombine = \"first_match\"\nfiles = [\"v.toml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("v.toml"),
+        "[[rule]]\nid = \"R1\"\ndescription = \"d\"\nowner = \"o\"\nseverity = 50\nevents = [\"loan_application\"]\nwhen = \"device.distinct_user_24h > 3\"\naction = \"reject\"\nreason = \"SHARED\"\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("riskd.toml");
+    std::fs::write(&cfg, format!("[engine]\nrules_dir = \"{}\"\n", rules.display())).unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(!ok);
+    assert!(out.contains("v.toml:7:9"), "{out}");
+    assert!(out.contains("did you mean `device.distinct_users_24h`?"), "{out}");
 }

@@ -27,7 +27,14 @@ impl Setup {
     fn new(brokers: String) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("keys.toml"), riskd_core::KeyRing::generate_file("k1")).unwrap();
-        Setup { dir, brokers, input: unique_topic("in"), decisions: unique_topic("dec"), dead: unique_topic("dlq"), group: unique_topic("grp") }
+        Setup {
+            dir,
+            brokers,
+            input: unique_topic("in"),
+            decisions: unique_topic("dec"),
+            dead: unique_topic("dlq"),
+            group: unique_topic("grp"),
+        }
     }
 
     fn riskd(&self) -> Command {
@@ -44,7 +51,12 @@ impl Setup {
     }
 
     fn serve(&self, http: &str) -> Child {
-        self.riskd().arg("serve").env("RISKD_HTTP_LISTEN", http).stdout(Stdio::null()).spawn().expect("start riskd serve")
+        self.riskd()
+            .arg("serve")
+            .env("RISKD_HTTP_LISTEN", http)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start riskd serve")
     }
 }
 
@@ -136,10 +148,17 @@ async fn serve_decides_every_input_once_and_matches_replay() {
         }
     }
     assert!(dead.len() >= hostile, "hostile inputs are dead-lettered");
-    let offsets: HashSet<i64> = dead.iter().map(|d| match &d.source { riskd_core::SourcePosition::Kafka { offset, .. } => *offset, other => panic!("{other:?}") }).collect();
+    let offsets: HashSet<i64> = dead
+        .iter()
+        .map(|d| match &d.source {
+            riskd_core::SourcePosition::Kafka { offset, .. } => *offset,
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert_eq!(offsets.len(), dead.len(), "one dead letter per bad input");
     let reasons: HashSet<RejectReason> = dead.iter().map(|d| d.reason).collect();
-    for r in [RejectReason::BadJson, RejectReason::BadEncoding, RejectReason::Oversize, RejectReason::UnknownEventType] {
+    for r in [RejectReason::BadJson, RejectReason::BadEncoding, RejectReason::Oversize, RejectReason::UnknownEventType]
+    {
         assert!(reasons.contains(&r), "missing dead letter with reason {r}");
     }
     // Dead letters keep the original only encrypted.
@@ -158,11 +177,17 @@ async fn serve_decides_every_input_once_and_matches_replay() {
     let out = s.dir.path().join("decisions.jsonl");
     let st = s.riskd().args(["replay", "--input"]).arg(&file).arg("--out").arg(&out).status().unwrap();
     assert!(st.success());
-    let replayed: Vec<Decision> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replayed: Vec<Decision> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(replayed.len(), live.len());
-    let replay_dead: Vec<DeadLetter> = std::fs::read_to_string(out.with_extension("dead-letters.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replay_dead: Vec<DeadLetter> = std::fs::read_to_string(out.with_extension("dead-letters.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let mut live_reasons: Vec<_> = dead.iter().map(|d| (d.reason, d.field.clone(), d.event_id.clone())).collect();
-    let mut replay_reasons: Vec<_> = replay_dead.iter().map(|d| (d.reason, d.field.clone(), d.event_id.clone())).collect();
+    let mut replay_reasons: Vec<_> =
+        replay_dead.iter().map(|d| (d.reason, d.field.clone(), d.event_id.clone())).collect();
     live_reasons.sort_by_key(|r| format!("{r:?}"));
     replay_reasons.sort_by_key(|r| format!("{r:?}"));
     assert_eq!(live_reasons, replay_reasons, "live and replay dead-letter the same inputs for the same reasons");
@@ -187,8 +212,12 @@ async fn a_killed_engine_leaves_no_input_without_a_decision() {
     let (lines, _) = inputs(3000);
     produce(&s.brokers, &s.input, &lines, user_key).await;
     // What each input must become, by the engine's own decoder.
-    let decoder = riskd_core::Decoder::new(riskd_core::Limits::default(), riskd_core::KeyRing::load(&s.dir.path().join("keys.toml")).unwrap());
-    let event_ids: HashSet<String> = lines.iter().filter_map(|l| decoder.decode(l).ok()).map(|e| e.id.to_string()).collect();
+    let decoder = riskd_core::Decoder::new(
+        riskd_core::Limits::default(),
+        riskd_core::KeyRing::load(&s.dir.path().join("keys.toml")).unwrap(),
+    );
+    let event_ids: HashSet<String> =
+        lines.iter().filter_map(|l| decoder.decode(l).ok()).map(|e| e.id.to_string()).collect();
     let bad_inputs = lines.len() - event_ids.len();
     assert!(bad_inputs >= 4, "the stream includes bad inputs");
 

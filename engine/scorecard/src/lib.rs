@@ -118,7 +118,11 @@ impl InputMapper {
             } else {
                 let hint = riskd_features::suggest(
                     &inp.source,
-                    features.defs.iter().map(|d| d.name.as_str()).chain(riskd_core::fields::FIELDS.iter().map(|f| f.name)),
+                    features
+                        .defs
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .chain(riskd_core::fields::FIELDS.iter().map(|f| f.name)),
                 )
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
@@ -206,7 +210,10 @@ impl ModelSpec {
         let mut kinds = 0;
         for e in &manifest.events {
             kinds |= EventKind::parse(e)
-                .ok_or_else(|| ModelError::Manifest { path: shown.clone(), message: format!("unknown event type `{e}` in `events`") })?
+                .ok_or_else(|| ModelError::Manifest {
+                    path: shown.clone(),
+                    message: format!("unknown event type `{e}` in `events`"),
+                })?
                 .bit();
         }
         if !["application", "behaviour", "collection"].contains(&manifest.card.as_str()) {
@@ -217,13 +224,18 @@ impl ModelSpec {
         }
         let s = manifest.scaling;
         if !(s.base_odds > 0.0 && s.pdo > 0.0 && s.base_score.is_finite()) {
-            return Err(ModelError::Manifest { path: shown, message: "scaling needs base_odds > 0 and pdo > 0".into() });
+            return Err(ModelError::Manifest {
+                path: shown,
+                message: "scaling needs base_odds > 0 and pdo > 0".into(),
+            });
         }
         let mapper = InputMapper::new(&manifest.inputs, features, &shown)?;
         let model_path = dir.join(&manifest.model_file);
         let model_shown = model_path.display().to_string();
-        let model_text = std::fs::read_to_string(&model_path).map_err(|source| ModelError::Read { path: model_shown.clone(), source })?;
-        let booster = Booster::from_string(&model_text).map_err(|e| ModelError::Lightgbm { path: model_shown.clone(), message: e.to_string() })?;
+        let model_text = std::fs::read_to_string(&model_path)
+            .map_err(|source| ModelError::Read { path: model_shown.clone(), source })?;
+        let booster = Booster::from_string(&model_text)
+            .map_err(|e| ModelError::Lightgbm { path: model_shown.clone(), message: e.to_string() })?;
         let n = booster.num_features() as usize;
         if n != mapper.len() {
             return Err(ModelError::Mismatch {
@@ -241,7 +253,8 @@ impl ModelSpec {
                 }
             }
         }
-        let version = ContentHasher::new().part("manifest.toml", text.as_bytes()).part("model", model_text.as_bytes()).finish();
+        let version =
+            ContentHasher::new().part("manifest.toml", text.as_bytes()).part("model", model_text.as_bytes()).finish();
         Ok(ModelSpec { manifest, dir: dir.to_path_buf(), version, kinds, mapper, model_text })
     }
 
@@ -308,7 +321,12 @@ impl Scorecard {
     }
 
     /// Scores one event; `reasons` adds the top `n` adverse reason codes.
-    pub fn score(&mut self, ev: &Event, features: &FeatureVector, reason_count: usize) -> Result<Score, lightgbm3::Error> {
+    pub fn score(
+        &mut self,
+        ev: &Event,
+        features: &FeatureVector,
+        reason_count: usize,
+    ) -> Result<Score, lightgbm3::Error> {
         let mut row = std::mem::take(&mut self.row);
         self.spec.fill_row(ev, features, &mut row);
         let result = self.score_row(&row, reason_count);
@@ -322,7 +340,8 @@ impl Scorecard {
         if reason_count > 0 {
             let contrib = self.booster.0.predict_contrib(row, row.len() as i32, true)?;
             // Last entry is the bias; positive contributions push towards "bad".
-            let mut adverse: Vec<(usize, f64)> = contrib[..row.len()].iter().copied().enumerate().filter(|(_, c)| *c > 0.0).collect();
+            let mut adverse: Vec<(usize, f64)> =
+                contrib[..row.len()].iter().copied().enumerate().filter(|(_, c)| *c > 0.0).collect();
             adverse.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             for (i, c) in adverse.into_iter().take(reason_count) {
                 let inp = &self.spec.manifest.inputs[i];

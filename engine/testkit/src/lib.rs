@@ -13,7 +13,8 @@ pub use riskd_kafka::local_broker::LocalBroker;
 /// A topic name no other test uses.
 pub fn unique_topic(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -36,7 +37,9 @@ pub async fn produce(brokers: &str, topic: &str, lines: &[Vec<u8>], key: impl Fn
     let mut acks = Vec::with_capacity(lines.len());
     for line in lines {
         let k = key(line);
-        acks.push(producer.send_result(FutureRecord::to(topic).key(&k).payload(line)).map_err(|(e, _)| e).expect("enqueue"));
+        acks.push(
+            producer.send_result(FutureRecord::to(topic).key(&k).payload(line)).map_err(|(e, _)| e).expect("enqueue"),
+        );
     }
     for ack in acks {
         ack.await.expect("producer alive").map_err(|(e, _)| e).expect("produce acknowledged");

@@ -38,7 +38,11 @@ fn rejections_are_specific() {
         (long, RejectReason::Oversize, None),
         ("{\"a\":".into(), RejectReason::BadJson, None),
         ("[1,2]".into(), RejectReason::BadJson, None),
-        (with("\"schema_version\":1", "\"schema_version\":2"), RejectReason::UnsupportedSchemaVersion, Some("schema_version")),
+        (
+            with("\"schema_version\":1", "\"schema_version\":2"),
+            RejectReason::UnsupportedSchemaVersion,
+            Some("schema_version"),
+        ),
         (with("\"schema_version\":1", "\"schema_version\":\"1\""), RejectReason::WrongType, Some("schema_version")),
         (with("\"schema_version\":1,", ""), RejectReason::MissingField, Some("schema_version")),
         (with("loan_application", "loan_offer"), RejectReason::UnknownEventType, Some("event_type")),
@@ -48,10 +52,22 @@ fn rejections_are_specific() {
         (with("\"amount\":5000", "\"amount\":-1"), RejectReason::InvalidValue, Some("payload.amount")),
         (with("\"term_months\":12", "\"term_months\":-12"), RejectReason::InvalidValue, Some("payload.term_months")),
         (with("\"term_months\":12", "\"term_months\":400"), RejectReason::InvalidValue, Some("payload.term_months")),
-        (with("\"purpose\":\"consumption\"", "\"purpose\":\"yacht\""), RejectReason::InvalidValue, Some("payload.purpose")),
+        (
+            with("\"purpose\":\"consumption\"", "\"purpose\":\"yacht\""),
+            RejectReason::InvalidValue,
+            Some("payload.purpose"),
+        ),
         (with("\"amount\":5000", "\"amount\":5000,\"bonus\":1"), RejectReason::UnknownField, Some("payload.bonus")),
-        (with("\"user_id\":\"u1\"", "\"user_id\":\"u1\",\"email\":\"x\""), RejectReason::UnknownField, Some("entities.email")),
-        (with("\"event_id\":\"ev-1\"", "\"event_id\":\"ev-1\",\"extra\":true"), RejectReason::UnknownField, Some("extra")),
+        (
+            with("\"user_id\":\"u1\"", "\"user_id\":\"u1\",\"email\":\"x\""),
+            RejectReason::UnknownField,
+            Some("entities.email"),
+        ),
+        (
+            with("\"event_id\":\"ev-1\"", "\"event_id\":\"ev-1\",\"extra\":true"),
+            RejectReason::UnknownField,
+            Some("extra"),
+        ),
         (with("\"user_id\":\"u1\",", ""), RejectReason::MissingField, Some("entities.user_id")),
         (with("\"ip\":\"10.1.2.3\"", "\"ip\":\"10.1.2\""), RejectReason::InvalidValue, Some("entities.ip")),
         (with("\"phone\":\"+991234567\"", "\"phone\":\"call me\""), RejectReason::InvalidValue, Some("entities.phone")),
@@ -89,11 +105,19 @@ fn every_kind_decodes() {
     let payloads = [
         ("registration", r#"{"channel":"app","region":"R31"}"#, ""),
         ("login", r#"{"success":false,"method":"password","failure_reason":"bad_password"}"#, ""),
-        ("device_report", r#"{"os":"android","os_version":"14","app_version":"3.2.1","is_emulator":true,"is_rooted":false}"#, r#","device_id":"d1","ip":"10.0.0.1""#),
+        (
+            "device_report",
+            r#"{"os":"android","os_version":"14","app_version":"3.2.1","is_emulator":true,"is_rooted":false}"#,
+            r#","device_id":"d1","ip":"10.0.0.1""#,
+        ),
         ("repayment", r#"{"loan_id":"l1","amount":120.5,"installment_no":1,"days_late":0}"#, ""),
         ("overdue_notice", r#"{"loan_id":"l1","days_overdue":5,"amount_due":300}"#, ""),
         ("contact_change", r#"{"field":"phone"}"#, r#","phone":"+9911112222""#),
-        ("credit_report", r#"{"active_loans":2,"applications_last_30d":7,"max_overdue_days":0,"total_outstanding":1200}"#, ""),
+        (
+            "credit_report",
+            r#"{"active_loans":2,"applications_last_30d":7,"max_overdue_days":0,"total_outstanding":1200}"#,
+            "",
+        ),
     ];
     for (kind, payload, ents) in payloads {
         let text = format!(

@@ -8,10 +8,7 @@ use serde_json::Value;
 /// The committed sample's configuration, with 16 malformed lines so that
 /// both variants of each dead-letter reason appear.
 pub fn sample_config() -> GenConfig {
-    GenConfig {
-        bad: 16,
-        ..GenConfig::default()
-    }
+    GenConfig { bad: 16, ..GenConfig::default() }
 }
 
 pub fn generate(cfg: &GenConfig) -> (Vec<GenLine>, GenStats) {
@@ -49,11 +46,7 @@ pub fn events(lines: &[GenLine]) -> Vec<Ev> {
     lines
         .iter()
         .filter(|l| matches!(l.meta.kind, LineKind::Event(_)))
-        .map(|l| Ev {
-            v: serde_json::from_str(&l.text).unwrap(),
-            time_ms: l.meta.time_ms,
-            bad: l.meta.bad,
-        })
+        .map(|l| Ev { v: serde_json::from_str(&l.text).unwrap(), time_ms: l.meta.time_ms, bad: l.meta.bad })
         .collect()
 }
 
@@ -66,19 +59,13 @@ pub fn by_user(evs: &[Ev]) -> BTreeMap<&str, Vec<&Ev>> {
 }
 
 pub fn schema() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../schemas/event.schema.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/event.schema.json");
     let text = std::fs::read_to_string(path).expect("schemas/event.schema.json");
     serde_json::from_str(&text).expect("schema is JSON")
 }
 
 pub fn validator() -> jsonschema::Validator {
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema())
-        .expect("schema compiles")
+    jsonschema::draft202012::options().should_validate_formats(true).build(&schema()).expect("schema compiles")
 }
 
 pub const MIN: i64 = 60_000;
