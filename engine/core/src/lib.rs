@@ -21,6 +21,7 @@ pub mod event;
 pub mod fields;
 pub mod metric;
 pub mod pii;
+pub mod text;
 pub mod timefmt;
 pub mod version;
 

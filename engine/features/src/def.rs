@@ -168,33 +168,9 @@ struct RawFeature {
     window: Option<Spanned<String>>,
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
-    (line, col)
-}
-
-/// Closest candidate by edit distance, for "did you mean" hints.
+/// Closest candidate as a "did you mean" hint.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    fn dist(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1; b.len() + 1];
-            for (j, cb) in b.iter().enumerate() {
-                cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    candidates
-        .into_iter()
-        .map(|c| (dist(name, c), c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
-        .min()
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+    riskd_core::text::did_you_mean(name, candidates)
 }
 
 struct Ctx<'a> {
@@ -205,7 +181,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, span: std::ops::Range<usize>, message: impl Into<String>, hint: Option<String>) {
-        let (line, col) = line_col(self.text, span.start);
+        let (line, col) = riskd_core::text::line_col(self.text, span.start);
         self.errors.push(DefError { file: self.file.to_string(), line, col, message: message.into(), hint });
     }
 }

@@ -206,10 +206,7 @@ impl Config {
 }
 
 fn parse_error(path: &str, text: &str, e: toml::de::Error) -> ConfigError {
-    let (line, col) = e.span().map_or((0, 0), |s| {
-        let before = &text[..s.start.min(text.len())];
-        (before.matches('\n').count() + 1, before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1)
-    });
+    let (line, col) = e.span().map_or((0, 0), |s| riskd_core::text::line_col(text, s.start));
     ConfigError::Parse { path: path.to_string(), line, col, message: e.message().to_string() }
 }
 

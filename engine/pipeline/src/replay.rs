@@ -189,4 +189,24 @@ mod tests {
         assert_eq!(order, vec![4, 1, 3, 5]);
         assert!(r.iter().all(|(_, b)| !b.ends_with(b"\r")));
     }
+
+    #[test]
+    fn gzip_input_reads_like_plain_input() {
+        use std::io::Write;
+        let text = "{\"event_time\":\"2026-01-01T00:00:02Z\"}\n{\"event_time\":\"2026-01-01T00:00:01Z\"}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("e.jsonl");
+        let gz = dir.path().join("e.jsonl.gz");
+        std::fs::write(&plain, text).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let a = Recorded::read(open_input(&plain).unwrap()).unwrap();
+        let b = Recorded::read(open_input(&gz).unwrap()).unwrap();
+        let lines = |r: &Recorded| r.iter().map(|(n, l)| (n, l.to_vec())).collect::<Vec<_>>();
+        assert_eq!(lines(&a), lines(&b));
+        assert_eq!(lines(&a)[0].0, 2);
+        let missing = open_input(&dir.path().join("missing.jsonl")).err().map(|e| e.to_string());
+        assert!(missing.is_some_and(|m| m.contains("missing.jsonl")));
+    }
 }

@@ -239,44 +239,7 @@ impl SourceFile {
     }
 }
 
-/// Levenshtein distance over characters.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
-/// The closest candidate to a misspelt name, if one is close enough.
-/// A candidate whose last dotted segment equals the name (a forgotten
-/// `device.` prefix) always qualifies.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let limit = (name.chars().count() / 3).clamp(1, 4);
-    let mut best: Option<(usize, &str)> = None;
-    for c in candidates {
-        // A forgotten prefix (`distinct_users_24h`) or a cut-off word
-        // (`highest` for `highest_severity`) counts as one edit.
-        let d = if c != name
-            && (c.rsplit('.').next() == Some(name) || (name.chars().count() >= 4 && c.starts_with(name)))
-        {
-            1
-        } else {
-            edit_distance(name, c)
-        };
-        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
-        }
-    }
-    best.map(|(_, c)| c.to_string())
-}
+pub(crate) use riskd_core::text::suggest;
 
 pub(crate) fn did_you_mean(s: Option<String>) -> Option<String> {
     s.map(|s| format!("did you mean `{s}`?"))

@@ -182,8 +182,8 @@ pub fn read_manifest(path: &Path) -> Result<(Manifest, String), ModelError> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read { path: shown.clone(), source })?;
     let manifest: Manifest = toml::from_str(&text).map_err(|e| {
         let at = e.span().map(|s| {
-            let before = &text[..s.start.min(text.len())];
-            format!("line {}: ", before.matches('\n').count() + 1)
+            let (line, col) = riskd_core::text::line_col(&text, s.start);
+            format!("line {line} column {col}: ")
         });
         ModelError::Manifest { path: shown.clone(), message: format!("{}{}", at.unwrap_or_default(), e.message()) }
     })?;
