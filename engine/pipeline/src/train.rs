@@ -242,6 +242,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_label_files_are_refused_at_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("labels.csv");
+        std::fs::write(&p, "event_id,bad\nev-1,0\nev-2,yes\n").unwrap();
+        let e = read_labels(&p).unwrap_err().to_string();
+        assert!(e.ends_with("labels.csv:3: label must be 0 or 1"), "{e}");
+        std::fs::write(&p, "event_id,bad\nev-1\n").unwrap();
+        let e = read_labels(&p).unwrap_err().to_string();
+        assert!(e.ends_with("labels.csv:2: expected `event_id,bad`"), "{e}");
+        std::fs::write(&p, "event_id,bad\nev-1,1\n\nev-2,0\n").unwrap();
+        let labels = read_labels(&p).unwrap();
+        assert_eq!((labels["ev-1"], labels["ev-2"]), (1.0, 0.0));
+    }
+
+    #[test]
     fn auc_and_ks_match_hand_computed_values() {
         // Perfect separation.
         assert_eq!(auc(&[0.1, 0.2, 0.8, 0.9], &[0.0, 0.0, 1.0, 1.0]), 1.0);
