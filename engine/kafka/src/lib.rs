@@ -16,4 +16,5 @@ pub mod client;
 pub mod demo;
 pub mod local_broker;
 pub mod ops;
+pub mod reload;
 pub mod serve;

@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub reason_codes: usize,
     /// Include the feature values used in each decision.
     pub include_features: bool,
+    /// While serving, the rules directory is checked for changes this often
+    /// (0: only on SIGHUP). A change is put in force only if it compiles and
+    /// its analyst tests pass.
+    pub rules_reload_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -95,6 +99,7 @@ impl Default for EngineConfig {
             max_event_bytes: 64 * 1024,
             reason_codes: 3,
             include_features: false,
+            rules_reload_interval_ms: 2000,
         }
     }
 }

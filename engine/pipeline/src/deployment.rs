@@ -3,14 +3,16 @@
 //! Loading checks all of it and reports every problem before any event flows.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use riskd_core::event::{EventKind, ALL_KINDS};
 use riskd_core::fields::{FieldType, FIELDS};
 use riskd_core::version::ContentHasher;
 use riskd_core::Versions;
 use riskd_features::{DefError, FeatureSet};
-use riskd_rules::{Diagnostics, RuleSet, Schema, Slot};
+use riskd_rules::{run_tests, Diagnostics, RuleSet, Schema, Slot};
 use riskd_scorecard::{ModelError, ModelSpec};
 
 use crate::config::EngineConfig;
@@ -52,17 +54,42 @@ impl LoadError {
     }
 }
 
+/// The rule set in force, with the versions decisions made by it record.
+pub struct RuleState {
+    pub rules: Arc<RuleSet>,
+    pub versions: Versions,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new rule set is in force from the next event on.
+    Applied { rule_set: String, lists: String },
+    /// The files compile to the rule set already in force.
+    Unchanged,
+}
+
+/// Why a reload was refused; the previous rule set keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new rules do not compile:\n{0}")]
+    Compile(String),
+    #[error("the new rules fail their analyst tests:\n{0}")]
+    Tests(String),
+}
+
 pub struct Deployment {
     pub features: Arc<FeatureSet>,
-    pub rules: Arc<RuleSet>,
     pub models: Vec<Arc<ModelSpec>>,
     pub schema: Schema,
-    pub versions: Versions,
+    rules_dir: PathBuf,
+    /// Swapped atomically on reload; workers load it once per event.
+    current: ArcSwap<RuleState>,
 }
 
 impl fmt::Debug for Deployment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deployment").field("versions", &self.versions).finish_non_exhaustive()
+        f.debug_struct("Deployment").field("versions", &self.current.load().versions).finish_non_exhaustive()
     }
 }
 
@@ -137,10 +164,48 @@ impl Deployment {
                     lists: rules.lists_version().to_string(),
                     model: models_version(&models),
                 };
-                Ok(Deployment { features, rules, models, schema, versions })
+                let current = ArcSwap::from_pointee(RuleState { rules, versions });
+                Ok(Deployment { features, models, schema, rules_dir: cfg.rules_dir.clone(), current })
             }
             _ => Err(err),
         }
+    }
+
+    /// The rule set in force now. Cheap: no lock, no allocation.
+    pub fn rules(&self) -> arc_swap::Guard<Arc<RuleState>> {
+        self.current.load()
+    }
+
+    pub fn versions(&self) -> Versions {
+        self.current.load().versions.clone()
+    }
+
+    pub fn rules_dir(&self) -> &Path {
+        &self.rules_dir
+    }
+
+    /// Compiles the rule files again and, when they compile and pass their
+    /// analyst tests, puts them in force atomically between two events.
+    /// Otherwise the rule set in force stays, and the error says why.
+    pub fn reload_rules(&self) -> Result<ReloadOutcome, ReloadError> {
+        let rules = RuleSet::load(&self.rules_dir, &self.schema).map_err(|d| ReloadError::Compile(d.render()))?;
+        let report = run_tests(&rules, &self.schema, &self.rules_dir.join("tests"))
+            .map_err(|d| ReloadError::Tests(d.render()))?;
+        if report.failed() > 0 {
+            return Err(ReloadError::Tests(report.render()));
+        }
+        let old = self.current.load();
+        if old.versions.rule_set == rules.version() && old.versions.lists == rules.lists_version() {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let versions = Versions {
+            rule_set: rules.version().to_string(),
+            lists: rules.lists_version().to_string(),
+            ..old.versions.clone()
+        };
+        let outcome = ReloadOutcome::Applied { rule_set: versions.rule_set.clone(), lists: versions.lists.clone() };
+        self.current.store(Arc::new(RuleState { rules: Arc::new(rules), versions }));
+        Ok(outcome)
     }
 }
 

@@ -183,7 +183,9 @@ impl Pipeline {
 
         let t = Instant::now();
         let input = RuleInput { ev, fv: &self.fv, score };
-        self.deployment.rules.evaluate(&input, &mut self.verdict);
+        // Loaded once per event: a reload takes effect between events.
+        let rule_state = self.deployment.rules();
+        rule_state.rules.evaluate(&input, &mut self.verdict);
         self.metrics.rules.record(t.elapsed().as_secs_f64());
 
         let action = self.verdict.action.map_or(Action::default_for(ev.kind), |a| a.for_kind(ev.kind));
@@ -204,7 +206,11 @@ impl Pipeline {
             })
             .collect();
         reasons.extend(model_reasons);
-        let versions = self.deployment.versions.clone();
+        for h in &self.verdict.hits {
+            let mode = if h.shadow { "shadow" } else { "active" };
+            metrics::counter!(metric::RULE_HITS_TOTAL, "rule" => h.rule_id.to_string(), "stage" => h.stage.to_string(), "mode" => mode).increment(1);
+        }
+        let versions = rule_state.versions.clone();
         let features = self.include_features.then(|| {
             self.deployment
                 .features

@@ -165,17 +165,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = load_config(&cli.config)?;
             let keys = cfg.pii.key_file.exists().then(|| KeyRing::load(&cfg.pii.key_file)).transpose()?;
             let dep = load_deployment(&cfg)?;
+            let state = dep.rules();
+            let v = &state.versions;
             println!(
                 "ok: {} features ({}), {} rules ({}, lists {}), {} model(s) ({})",
                 dep.features.len(),
-                dep.versions.feature_set,
-                dep.rules.rule_count(),
-                dep.versions.rule_set,
-                dep.versions.lists,
+                v.feature_set,
+                state.rules.rule_count(),
+                v.rule_set,
+                v.lists,
                 dep.models.len(),
-                dep.versions.model
+                v.model
             );
-            let warnings = dep.rules.warnings();
+            let warnings = state.rules.warnings();
             if !warnings.0.is_empty() {
                 print!("{}", warnings.render());
             }
@@ -186,7 +188,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rules { command: RulesCommand::Test } => {
             let cfg = load_config(&cli.config)?;
             let dep = load_deployment(&cfg)?;
-            let report = riskd_rules::run_tests(&dep.rules, &dep.schema, &cfg.engine.rules_dir.join("tests"))
+            let report = riskd_rules::run_tests(&dep.rules().rules, &dep.schema, &cfg.engine.rules_dir.join("tests"))
                 .map_err(|d| anyhow::anyhow!("{}", d.render()))?;
             print!("{}", report.render());
             if report.failed() > 0 {
@@ -255,7 +257,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Some(riskd_kafka::ops::install_metrics().map_err(anyhow::Error::msg)?)
             };
-            let pipeline = Pipeline::new(dep, keys, &cfg.engine)?;
+            let pipeline = Pipeline::new(dep.clone(), keys, &cfg.engine)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let ready = Arc::new(AtomicBool::new(false));
@@ -264,6 +266,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let bound = riskd_kafka::ops::serve_http(addr, handle, ready.clone(), shutdown_signal()).await?;
                     tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz");
                 }
+                let every = cfg.engine.rules_reload_interval_ms;
+                let interval = (every > 0).then(|| std::time::Duration::from_millis(every));
+                tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, shutdown_signal()));
                 riskd_kafka::serve::run(&cfg.kafka, pipeline, ready, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;

@@ -260,3 +260,98 @@ async fn a_killed_engine_leaves_no_input_without_a_decision() {
         .collect();
     assert_eq!(dead_inputs.len(), bad_inputs, "every bad input has a dead letter");
 }
+
+fn decisions_of(outputs: &[rdkafka::message::OwnedMessage], topic: &str) -> Vec<Decision> {
+    outputs.iter().filter(|m| m.topic() == topic).map(|m| serde_json::from_str(text(m)).unwrap()).collect()
+}
+
+fn wait_for_metric(http: &str, needles: &[&str]) {
+    for _ in 0..300 {
+        let m = http_get(http, "/metrics");
+        if m.lines().any(|l| needles.iter().all(|n| l.contains(n))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("metric line with {needles:?} never appeared:\n{}", http_get(http, "/metrics"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_reload_while_serving_without_losing_or_repeating_decisions() {
+    let broker = start_broker();
+    let s = Setup::new(broker.bootstrap());
+    create_topics(&s.brokers, &[(&s.input, 1), (&s.decisions, 1), (&s.dead, 1)]).await;
+    // A private copy of the rules, edited while the engine serves.
+    let rules = s.dir.path().join("rules");
+    for sub in ["", "lists", "tests"] {
+        std::fs::create_dir_all(rules.join(sub)).unwrap();
+        for e in std::fs::read_dir(repo().join("rules").join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), rules.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let (lines, hostile) = inputs(3000);
+    let lines = &lines[..lines.len() - hostile];
+    let (a, rest) = lines.split_at(1000);
+    let (b, c) = rest.split_at(1000);
+
+    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let mut serve = s
+        .riskd()
+        .arg("serve")
+        .env("RISKD_HTTP_LISTEN", &http)
+        .env("RISKD_ENGINE_RULES_DIR", &rules)
+        .env("RISKD_ENGINE_RULES_RELOAD_INTERVAL_MS", "200")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    produce(&s.brokers, &s.input, a, user_key).await;
+    let after_a = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len(), Duration::from_secs(120));
+    assert_eq!(after_a.len(), a.len());
+    wait_for_port(&http);
+
+    // A valid change: every login alerts. It compiles and the analyst tests still pass.
+    let velocity = rules.join("velocity.toml");
+    let original = std::fs::read_to_string(&velocity).unwrap();
+    let added = "\n[[rule]]\nid = \"R990\"\ndescription = \"Reload check\"\nowner = \"test\"\nseverity = 10\nmode = \"active\"\nevents = [\"login\"]\nwhen = \"event.hour_of_day >= 0\"\naction = \"alert\"\nreason = \"RELOAD_CHECK\"\n";
+    std::fs::write(&velocity, format!("{original}{added}")).unwrap();
+    wait_for_metric(&http, &["risk_reloads_total", "outcome=\"applied\"", "} 1"]);
+    produce(&s.brokers, &s.input, b, user_key).await;
+    let after_b = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len() + b.len(), Duration::from_secs(120));
+    assert_eq!(after_b.len(), a.len() + b.len());
+
+    // An invalid change is refused; the previous rules keep serving.
+    std::fs::write(
+        &velocity,
+        format!("{original}{}", added.replace("event.hour_of_day >= 0", "event.hour_of_dya >= 0")),
+    )
+    .unwrap();
+    wait_for_metric(&http, &["risk_reloads_total", "outcome=\"rejected\"", "} 1"]);
+    produce(&s.brokers, &s.input, c, user_key).await;
+    let all = collect(&s.brokers, &[&s.decisions, &s.dead], 1, lines.len(), Duration::from_secs(120));
+    assert!(sigterm(&mut serve).success());
+
+    assert_eq!(all.len(), lines.len(), "one output per input across both reloads");
+    let decisions = decisions_of(&all, &s.decisions);
+    let ids: HashSet<&str> = decisions.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(ids.len(), decisions.len(), "no input decided twice");
+    let id_of =
+        |l: &Vec<u8>| serde_json::from_slice::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string();
+    let batch = |ls: &[Vec<u8>]| -> Vec<&Decision> {
+        let want: HashSet<String> = ls.iter().map(id_of).collect();
+        decisions.iter().filter(|d| want.contains(&d.event_id)).collect()
+    };
+    let (da, db, dc) = (batch(a), batch(b), batch(c));
+    let version = |ds: &[&Decision]| ds.iter().map(|d| d.versions.rule_set.clone()).collect::<HashSet<_>>();
+    assert_eq!(version(&da).len(), 1);
+    assert_eq!(version(&db).len(), 1);
+    assert_ne!(version(&da), version(&db), "decisions after the reload carry the new rule-set version");
+    assert_eq!(version(&db), version(&dc), "the refused change did not replace the rules in force");
+    let r990 = |ds: &[&Decision]| ds.iter().filter(|d| d.reasons.iter().any(|r| r.id == "R990")).count();
+    let logins = |ds: &[&Decision]| ds.iter().filter(|d| d.event_type == riskd_core::EventKind::Login).count();
+    assert!(logins(&db) > 0 && logins(&dc) > 0);
+    assert_eq!(r990(&da), 0, "the new rule did not act before it was loaded");
+    assert_eq!(r990(&db), logins(&db), "the new rule acts on every login after the reload");
+    assert_eq!(r990(&dc), logins(&dc), "the old rules keep serving after a refused change");
+}
