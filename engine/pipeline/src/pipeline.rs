@@ -196,9 +196,9 @@ impl Pipeline {
             .iter()
             .map(|h| Reason {
                 source: ReasonSource::Rule,
-                code: h.reason.to_string(),
-                id: h.rule_id.to_string(),
-                stage: Some(h.stage.to_string()),
+                code: h.reason().to_string(),
+                id: h.rule_id().to_string(),
+                stage: Some(h.stage().to_string()),
                 action: h.action.map(|a| a.for_kind(ev.kind)),
                 shadow: h.shadow,
                 label: None,
@@ -208,7 +208,7 @@ impl Pipeline {
         reasons.extend(model_reasons);
         for h in &self.verdict.hits {
             let mode = if h.shadow { "shadow" } else { "active" };
-            metrics::counter!(metric::RULE_HITS_TOTAL, "rule" => h.rule_id.to_string(), "stage" => h.stage.to_string(), "mode" => mode).increment(1);
+            metrics::counter!(metric::RULE_HITS_TOTAL, "rule" => h.rule_id().to_string(), "stage" => h.stage().to_string(), "mode" => mode).increment(1);
         }
         let versions = rule_state.versions.clone();
         let features = self.include_features.then(|| {

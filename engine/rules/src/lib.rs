@@ -38,6 +38,6 @@ pub use riskd_core::{Action, FieldType, Value};
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use eval::ExprValue;
-pub use ruleset::{Combine, Expression, Hit, Mode, RuleInfo, RuleSet, Verdict};
+pub use ruleset::{Combine, Expression, Hit, HitLabels, Mode, RuleInfo, RuleSet, Verdict};
 pub use schema::{Schema, Slot, Source};
 pub use testing::{run_tests, CaseResult, TestReport};

@@ -64,8 +64,7 @@ enum Outcome {
 }
 
 struct Rule {
-    id: Arc<str>,
-    reason: Arc<str>,
+    labels: Arc<HitLabels>,
     severity: u8,
     shadow: bool,
     events: KindMask,
@@ -117,15 +116,34 @@ pub struct Verdict {
     pub hits: Vec<Hit>,
 }
 
+/// The names a hit reports, shared by every hit of one rule so that
+/// recording a hit costs one reference count, not three.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HitLabels {
+    pub rule_id: Box<str>,
+    pub stage: Box<str>,
+    pub reason: Box<str>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    pub rule_id: Arc<str>,
-    pub stage: Arc<str>,
-    pub reason: Arc<str>,
+    pub labels: Arc<HitLabels>,
     pub action: Option<Action>,
     pub score: Option<f64>,
     pub shadow: bool,
     pub severity: u8,
+}
+
+impl Hit {
+    pub fn rule_id(&self) -> &str {
+        &self.labels.rule_id
+    }
+    pub fn stage(&self) -> &str {
+        &self.labels.stage
+    }
+    pub fn reason(&self) -> &str {
+        &self.labels.reason
+    }
 }
 
 /// A compiled stand-alone expression, e.g. for an analyst's ad-hoc query.
@@ -226,9 +244,7 @@ impl RuleSet {
                     Outcome::Score(s) => (None, Some(s)),
                 };
                 out.hits.push(Hit {
-                    rule_id: rule.id.clone(),
-                    stage: stage.name.clone(),
-                    reason: rule.reason.clone(),
+                    labels: rule.labels.clone(),
                     action,
                     score,
                     shadow: rule.shadow,
@@ -446,8 +462,11 @@ impl<'a> Loader<'a> {
                 let Some(cond) = r.cond else { continue };
                 rule_count += 1;
                 compiled.push(Rule {
-                    id: r.id.into(),
-                    reason: r.reason.into(),
+                    labels: Arc::new(HitLabels {
+                        rule_id: r.id.into(),
+                        stage: st.name.as_str().into(),
+                        reason: r.reason.into(),
+                    }),
                     severity: r.severity,
                     shadow: r.mode == Mode::Shadow,
                     events: r.events,

@@ -143,7 +143,11 @@ impl TestReport {
                     let _ = writeln!(
                         out,
                         "           {} [{}] {} {} severity {}{shadow}",
-                        h.rule_id, h.stage, h.reason, what, h.severity
+                        h.rule_id(),
+                        h.stage(),
+                        h.reason(),
+                        what,
+                        h.severity
                     );
                 }
             }
@@ -379,7 +383,7 @@ fn run_case(ruleset: &RuleSet, c: Case, verdict: &mut Verdict) -> CaseResult {
             failures.push(format!("expected action {}, got {}", want.as_str(), action.as_str()));
         }
     }
-    let hit = |id: &str| verdict.hits.iter().any(|h| &*h.rule_id == id);
+    let hit = |id: &str| verdict.hits.iter().any(|h| h.rule_id() == id);
     for id in &c.expect_hits {
         if !hit(id) {
             failures.push(format!("expected {id} to fire, it did not"));

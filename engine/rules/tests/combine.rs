@@ -51,7 +51,7 @@ fn eval(rs: &RuleSet, x: Option<f64>) -> Verdict {
 }
 
 fn ids(v: &Verdict) -> Vec<String> {
-    v.hits.iter().map(|h| format!("{}{}", h.rule_id, if h.shadow { "(shadow)" } else { "" })).collect()
+    v.hits.iter().map(|h| format!("{}{}", h.rule_id(), if h.shadow { "(shadow)" } else { "" })).collect()
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn score_sum_adds_up_active_scores() {
     assert_eq!(ids(&v), ["S1", "S2", "S3(shadow)"]);
     assert_eq!(v.hits[0].score, Some(-40.0));
     assert_eq!(v.hits[0].action, None);
-    assert_eq!(v.hits[0].stage.as_ref(), "adjust");
+    assert_eq!(v.hits[0].stage(), "adjust");
     assert_eq!(eval(&rs, Some(1.5)).score_adjustment, -40.0);
     assert_eq!(eval(&rs, None).score_adjustment, 0.0);
 }
@@ -138,7 +138,7 @@ fn the_most_severe_action_across_stages_wins() {
     assert_eq!(v.action, Some(Action::Reject));
     // Hits in stage order.
     assert_eq!(ids(&v), ["A1", "B1", "C1"]);
-    assert_eq!(v.hits.iter().map(|h| &*h.stage).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(v.hits.iter().map(|h| h.stage()).collect::<Vec<_>>(), ["a", "b", "c"]);
     assert_eq!(eval(&rs, Some(1.5)).action, Some(Action::Review));
     assert_eq!(eval(&rs, Some(0.5)).action, Some(Action::Approve));
 }
@@ -153,7 +153,7 @@ fn shadow_rules_never_change_the_action() {
     assert_eq!(v.action, None);
     assert_eq!(ids(&v), ["S1(shadow)", "S2(shadow)"]);
     assert!(v.hits.iter().all(|h| h.shadow && h.action == Some(Action::Reject) && h.severity == 100));
-    assert_eq!(&*v.hits[0].reason, "S1_REASON");
+    assert_eq!(v.hits[0].reason(), "S1_REASON");
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn analyst_tests_pass() {
         }
     }
     for r in rs.rules() {
-        let fired = report.cases.iter().any(|c| c.hits.iter().any(|h| *h.rule_id == *r.id));
+        let fired = report.cases.iter().any(|c| c.hits.iter().any(|h| h.rule_id() == r.id));
         assert!(fired, "no analyst test makes {} fire", r.id);
         assert!(not_expected.contains(&r.id), "no analyst test expects {} not to fire", r.id);
     }
