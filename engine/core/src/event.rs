@@ -123,7 +123,7 @@ pub enum Payload {
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     pub channel: Channel,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub region: Option<CompactString>,
 }
 
@@ -132,7 +132,7 @@ pub struct Registration {
 pub struct Login {
     pub success: bool,
     pub method: LoginMethod,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub failure_reason: Option<CompactString>,
 }
 
@@ -155,11 +155,11 @@ pub struct LoanApplication {
     pub repayment_method: RepaymentMethod,
     pub purpose: Purpose,
     pub stated_monthly_income: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub stated_region: Option<CompactString>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub annual_rate: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub fees: Option<f64>,
 }
 
@@ -277,16 +277,47 @@ struct RawEnvelope<'a> {
 #[serde(deny_unknown_fields)]
 struct RawEntities<'a> {
     user_id: CompactString,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     device_id: Option<CompactString>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     ip: Option<IpAddr>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present_str")]
     phone: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present_str")]
     id_number: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present_str")]
     bank_card: Option<Cow<'a, str>>,
+}
+
+/// An optional field that, when present, must hold a value: the contract
+/// has no `null` (leave the field out instead).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// [`present`] for strings, borrowing from the input when it can.
+fn present_str<'de, D>(d: D) -> Result<Option<Cow<'de, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+    }
+    d.deserialize_str(Text).map(Some)
 }
 
 /// Decodes and validates event bytes. Holds the key ring used to replace

@@ -75,6 +75,13 @@ fn rejections_are_specific() {
         (with("2026-11-01T08:00:00.123Z", "yesterday"), RejectReason::InvalidValue, Some("event_time")),
         (with("\"event_id\":\"ev-1\"", "\"event_id\":\"ev 1\""), RejectReason::InvalidValue, Some("event_id")),
         (with("\"payload\":{", "\"payload\":[{").replacen("}}", "}]}", 1), RejectReason::WrongType, Some("payload")),
+        (
+            with("\"amount\":5000", "\"amount\":5000,\"stated_region\":null"),
+            RejectReason::WrongType,
+            Some("payload.stated_region"),
+        ),
+        (with("\"device_id\":\"d1\"", "\"device_id\":null"), RejectReason::WrongType, Some("entities.device_id")),
+        (with("\"phone\":\"+991234567\"", "\"phone\":null"), RejectReason::WrongType, Some("entities.phone")),
     ];
     let d = decoder();
     for (input, reason, field) in cases {
