@@ -50,13 +50,27 @@ impl Setup {
         c
     }
 
-    fn serve(&self, http: &str) -> Child {
-        self.riskd()
-            .arg("serve")
-            .env("RISKD_HTTP_LISTEN", http)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start riskd serve")
+    fn serve(&self, http: &str) -> Engine {
+        Engine(
+            self.riskd()
+                .arg("serve")
+                .env("RISKD_HTTP_LISTEN", http)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start riskd serve"),
+        )
+    }
+}
+
+/// A running `riskd serve`, killed if a failing test leaves it behind.
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -110,10 +124,10 @@ fn wait_for_port(addr: &str) {
     panic!("ops port {addr} never opened");
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
+fn sigterm(engine: &mut Engine) -> std::process::ExitStatus {
+    let pid = engine.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    child.wait().unwrap()
+    engine.0.wait().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,8 +239,8 @@ async fn a_killed_engine_leaves_no_input_without_a_decision() {
     let mut first = s.serve(&http);
     let some = collect(&s.brokers, &[&s.decisions], 3, 400, Duration::from_secs(120));
     assert!(some.len() >= 400, "engine made progress before the kill");
-    first.kill().unwrap(); // SIGKILL: no drain, no final commit
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL: no drain, no final commit
+    first.0.wait().unwrap();
 
     let http2 = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
     let mut second = s.serve(&http2);
@@ -297,15 +311,16 @@ async fn rules_reload_while_serving_without_losing_or_repeating_decisions() {
     let (b, c) = rest.split_at(1000);
 
     let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
-    let mut serve = s
-        .riskd()
-        .arg("serve")
-        .env("RISKD_HTTP_LISTEN", &http)
-        .env("RISKD_ENGINE_RULES_DIR", &rules)
-        .env("RISKD_ENGINE_RULES_RELOAD_INTERVAL_MS", "200")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = Engine(
+        s.riskd()
+            .arg("serve")
+            .env("RISKD_HTTP_LISTEN", &http)
+            .env("RISKD_ENGINE_RULES_DIR", &rules)
+            .env("RISKD_ENGINE_RULES_RELOAD_INTERVAL_MS", "200")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     produce(&s.brokers, &s.input, a, user_key).await;
     let after_a = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len(), Duration::from_secs(120));
     assert_eq!(after_a.len(), a.len());

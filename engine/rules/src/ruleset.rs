@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use riskd_core::event::{EventKind, KindMask, ALL_KINDS};
 use riskd_core::version::ContentHasher;
-use riskd_core::{Action, FieldType};
+use riskd_core::{Action, FieldType, Value};
 use toml::Spanned;
 
 use crate::compile::{check_action, CompileError};
@@ -14,7 +14,7 @@ use crate::config::{map_span, parse_document, string_offsets, ConfigError, Field
 use crate::diag::{suggest, Diagnostic, Diagnostics, SourceFile, Span};
 use crate::eval::{BoolExpr, ExprValue, Typed};
 use crate::lists::{self, Lists};
-use crate::schema::{Schema, Source};
+use crate::schema::{Schema, Slot, Source};
 use crate::typecheck::Checker;
 use crate::{lexer, parser};
 
@@ -227,7 +227,9 @@ impl RuleSet {
         out.score_adjustment = 0.0;
         out.hits.clear();
         let bit = src.kind().bit();
-        for stage in &self.stages {
+        let mut staged = Staged { inner: src, results: [(None, false); MAX_STAGE_RESULTS] };
+        for (si, stage) in self.stages.iter().enumerate() {
+            let src = &staged;
             let start = out.hits.len();
             // (severity, action) of the hit that decides the stage.
             let mut decided: Option<(u8, Action)> = None;
@@ -274,11 +276,47 @@ impl RuleSet {
                 }
             }
             sort_by_severity(&mut out.hits[start..]);
+            if si < MAX_STAGE_RESULTS {
+                let fired = out.hits[start..].iter().any(|h| !h.shadow);
+                staged.results[si] = (decided.map(|(_, a)| a), fired);
+            }
             if let Some((_, a)) = decided {
                 if out.action.is_none_or(|cur| a.severity() > cur.severity()) {
                     out.action = Some(a);
                 }
             }
+        }
+    }
+}
+
+/// Stages whose results later stages can read (`stage.<name>.action` / `.fired`).
+const MAX_STAGE_RESULTS: usize = 16;
+/// Slots of stage results: two per stage, far above any slot the engine uses.
+const STAGE_RESULT_BASE: u32 = u32::MAX - 2 * MAX_STAGE_RESULTS as u32;
+
+/// The engine's source plus the outcomes of the stages evaluated so far.
+struct Staged<'s, S> {
+    inner: &'s S,
+    /// Per stage: the action it decided (if any) and whether an active rule fired.
+    results: [(Option<Action>, bool); MAX_STAGE_RESULTS],
+}
+
+impl<S: Source> Source for Staged<'_, S> {
+    fn kind(&self) -> EventKind {
+        self.inner.kind()
+    }
+
+    #[inline]
+    fn get(&self, slot: Slot) -> Value<'_> {
+        if slot.0 < STAGE_RESULT_BASE {
+            return self.inner.get(slot);
+        }
+        let i = (slot.0 - STAGE_RESULT_BASE) as usize;
+        let (action, fired) = self.results[i / 2];
+        if i % 2 == 1 {
+            Value::Bool(fired)
+        } else {
+            action.map_or(Value::Missing, |a| Value::Str(a.as_str()))
         }
     }
 }
@@ -408,16 +446,26 @@ impl<'a> Loader<'a> {
             .push(SourceFile::new(self.display("chain.toml"), String::from_utf8_lossy(&chain_bytes).into_owned()));
         let stage_drafts = self.parse_chain();
 
-        // Rule files, stage by stage.
+        // Rule files, stage by stage. A stage's rules may read the outcome of
+        // every earlier stage: `stage.<name>.action` and `stage.<name>.fired`.
         let mut drafts: Vec<(usize, Vec<RuleDraft>)> = Vec::new();
+        let mut stage_schema = self.schema.clone();
         for (si, st) in stage_drafts.iter().enumerate() {
+            if si > 0 {
+                let prev = &stage_drafts[si - 1];
+                if si - 1 < MAX_STAGE_RESULTS && !prev.name.is_empty() {
+                    let slot = STAGE_RESULT_BASE + 2 * (si as u32 - 1);
+                    stage_schema.add(&format!("stage.{}.action", prev.name), FieldType::Str, ALL_KINDS, Slot(slot));
+                    stage_schema.add(&format!("stage.{}.fired", prev.name), FieldType::Bool, ALL_KINDS, Slot(slot + 1));
+                }
+            }
             let mut rules = Vec::new();
             for (rel, span) in &st.files {
                 let Some(bytes) = self.read(rel, Some((0, span.clone()))) else { continue };
                 rules_hash.part(rel, &bytes);
                 let fi = self.files.len();
                 self.files.push(SourceFile::new(self.display(rel), String::from_utf8_lossy(&bytes).into_owned()));
-                rules.extend(self.parse_rule_file(fi, st.combine, &lists));
+                rules.extend(self.parse_rule_file(fi, st.combine, &lists, &stage_schema));
             }
             drafts.push((si, rules));
         }
@@ -567,7 +615,13 @@ impl<'a> Loader<'a> {
         out
     }
 
-    fn parse_rule_file(&mut self, fi: usize, combine: Option<Combine>, lists: &Lists) -> Vec<RuleDraft> {
+    fn parse_rule_file(
+        &mut self,
+        fi: usize,
+        combine: Option<Combine>,
+        lists: &Lists,
+        schema: &Schema,
+    ) -> Vec<RuleDraft> {
         let src = &self.files[fi];
         let mut diags = Vec::new();
         let mut out = Vec::new();
@@ -594,7 +648,7 @@ impl<'a> Loader<'a> {
         for t in tables {
             // One rule's diagnostics in the order they appear in the file.
             let mut local = Vec::new();
-            if let Some(d) = parse_rule(src, fi, t, combine, self.schema, lists, &mut local) {
+            if let Some(d) = parse_rule(src, fi, t, combine, schema, lists, &mut local) {
                 out.push(d);
             }
             local.sort_by_key(|d| d.span.start);
