@@ -106,6 +106,14 @@ pub static FIELDS: &[FieldSpec] = &[
         get: |ev| Value::Num(ev.time_ms.div_euclid(3_600_000).rem_euclid(24) as f64),
     },
     FieldSpec {
+        name: "event.day_of_week",
+        ty: FieldType::Num,
+        kinds: ALL_KINDS,
+        doc: "day of the event time, UTC, 0 = Monday to 6 = Sunday",
+        // 1970-01-01 was a Thursday (3).
+        get: |ev| Value::Num((ev.time_ms.div_euclid(86_400_000) + 3).rem_euclid(7) as f64),
+    },
+    FieldSpec {
         name: "entity.user_id",
         ty: FieldType::Str,
         kinds: ALL_KINDS,
@@ -331,6 +339,34 @@ impl FieldId {
     #[inline]
     pub fn get(self, ev: &Event) -> Value<'_> {
         (FIELDS[usize::from(self.0)].get)(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Entities, Login, LoginMethod};
+
+    #[test]
+    fn calendar_fields_use_event_time_in_utc() {
+        // 2026-11-01T23:30:00Z is a Sunday.
+        let ev = Event {
+            id: "e".into(),
+            kind: EventKind::Login,
+            time_ms: crate::timefmt::parse_rfc3339_ms("2026-11-01T23:30:00Z").unwrap(),
+            entities: Entities {
+                user_id: "u".into(),
+                device_id: None,
+                ip: None,
+                phone: None,
+                id_number: None,
+                bank_card: None,
+            },
+            payload: Payload::Login(Login { success: true, method: LoginMethod::Sms, failure_reason: None }),
+        };
+        assert_eq!(FieldId::lookup("event.hour_of_day").unwrap().get(&ev), Value::Num(23.0));
+        assert_eq!(FieldId::lookup("event.day_of_week").unwrap().get(&ev), Value::Num(6.0));
+        assert_eq!(FieldId::lookup("event.amount").unwrap().get(&ev), Value::Missing);
     }
 }
 
