@@ -1,5 +1,7 @@
-//! `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (the engine has joined its consumer group and is deciding).
+//! `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
+//! (the engine has joined its consumer group and is deciding) and `/status`
+//! (versions in force and the last rules reload, with the reason a refused
+//! one was refused). Read-only; bound to loopback by default.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,10 +25,14 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Produces the `/status` document.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Clone)]
 struct Ops {
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    status: StatusFn,
 }
 
 /// Serves the ops endpoints until `shutdown` resolves.
@@ -34,6 +40,7 @@ pub async fn serve_http(
     addr: SocketAddr,
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    status: StatusFn,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new()
@@ -49,7 +56,8 @@ pub async fn serve_http(
                 }
             }),
         )
-        .with_state(Ops { metrics, ready });
+        .route("/status", get(|State(o): State<Ops>| async move { axum::Json((o.status)()) }))
+        .with_state(Ops { metrics, ready, status });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use riskd_core::metric;
@@ -39,28 +39,73 @@ pub fn fingerprint(dir: &Path) -> String {
     h.finish()
 }
 
-/// Reloads once and reports the outcome.
-pub fn reload_now(deployment: &Deployment, why: &str) {
-    let outcome = match deployment.reload_rules() {
+/// What the last reloads did, for `/status`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub applied: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    /// applied, unchanged or rejected
+    pub last_outcome: Option<&'static str>,
+    /// SIGHUP or file change
+    pub last_trigger: Option<String>,
+    /// Why the last refused reload was refused (diagnostics or failing tests).
+    pub last_error: Option<String>,
+}
+
+pub type SharedStatus = Arc<Mutex<ReloadStatus>>;
+
+/// Reloads once and reports the outcome (log, metric, status).
+pub fn reload_now(deployment: &Deployment, why: &str, status: &SharedStatus) {
+    let (outcome, error) = match deployment.reload_rules() {
         Ok(ReloadOutcome::Applied { rule_set, lists }) => {
             tracing::info!(%rule_set, %lists, trigger = why, "new rule set in force");
-            "applied"
+            ("applied", None)
         }
         Ok(ReloadOutcome::Unchanged) => {
             tracing::info!(trigger = why, "rule files changed but compile to the rule set in force");
-            "unchanged"
+            ("unchanged", None)
         }
         Err(e) => {
             tracing::error!(trigger = why, error = %e, "rule reload refused; the previous rule set keeps serving");
-            "rejected"
+            ("rejected", Some(e.to_string()))
         }
     };
     metrics::counter!(metric::RELOADS_TOTAL, "what" => "rules", "outcome" => outcome).increment(1);
+    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+    match outcome {
+        "applied" => s.applied += 1,
+        "unchanged" => s.unchanged += 1,
+        _ => s.rejected += 1,
+    }
+    s.last_outcome = Some(outcome);
+    s.last_trigger = Some(why.to_string());
+    if error.is_some() || outcome == "applied" {
+        s.last_error = error;
+    }
+}
+
+/// The `/status` document: versions in force, rule count, reload history.
+pub fn status_json(deployment: &Deployment, status: &SharedStatus) -> serde_json::Value {
+    let state = deployment.rules();
+    let reload = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    serde_json::json!({
+        "versions": state.versions,
+        "rules": state.rules.rule_count(),
+        "features": deployment.features.len(),
+        "models": deployment.models.iter().map(|m| &m.manifest.name).collect::<Vec<_>>(),
+        "reload": reload,
+    })
 }
 
 /// Watches the rules directory every `interval` (None: only on SIGHUP)
 /// until `shutdown` resolves.
-pub async fn watch_rules(deployment: Arc<Deployment>, interval: Option<Duration>, shutdown: impl Future<Output = ()>) {
+pub async fn watch_rules(
+    deployment: Arc<Deployment>,
+    interval: Option<Duration>,
+    status: SharedStatus,
+    shutdown: impl Future<Output = ()>,
+) {
     let dir = deployment.rules_dir().to_path_buf();
     let mut seen = fingerprint(&dir);
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -90,13 +135,13 @@ pub async fn watch_rules(deployment: Arc<Deployment>, interval: Option<Duration>
             _ = &mut shutdown => return,
             _ = hangup => {
                 seen = fingerprint(&dir);
-                reload_now(&deployment, "SIGHUP");
+                reload_now(&deployment, "SIGHUP", &status);
             }
             _ = tick => {
                 let now = fingerprint(&dir);
                 if now != seen {
                     seen = now;
-                    reload_now(&deployment, "file change");
+                    reload_now(&deployment, "file change", &status);
                 }
             }
         }

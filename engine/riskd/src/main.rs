@@ -261,14 +261,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let ready = Arc::new(AtomicBool::new(false));
+                let status = riskd_kafka::reload::SharedStatus::default();
                 if let Some(handle) = metrics {
                     let addr = cfg.http.listen.parse()?;
-                    let bound = riskd_kafka::ops::serve_http(addr, handle, ready.clone(), shutdown_signal()).await?;
-                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz");
+                    let (d, st) = (dep.clone(), status.clone());
+                    let status_fn: riskd_kafka::ops::StatusFn =
+                        Arc::new(move || riskd_kafka::reload::status_json(&d, &st));
+                    let bound =
+                        riskd_kafka::ops::serve_http(addr, handle, ready.clone(), status_fn, shutdown_signal()).await?;
+                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz /status");
                 }
                 let every = cfg.engine.rules_reload_interval_ms;
                 let interval = (every > 0).then(|| std::time::Duration::from_millis(every));
-                tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, shutdown_signal()));
+                tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, status, shutdown_signal()));
                 riskd_kafka::serve::run(&cfg.kafka, pipeline, ready, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;

@@ -343,6 +343,16 @@ async fn rules_reload_while_serving_without_losing_or_repeating_decisions() {
     )
     .unwrap();
     wait_for_metric(&http, &["risk_reloads_total", "outcome=\"rejected\"", "} 1"]);
+    let status = http_get(&http, "/status");
+    let body: serde_json::Value = serde_json::from_str(status.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["reload"]["applied"], 1, "{body}");
+    assert_eq!(body["reload"]["rejected"], 1, "{body}");
+    assert_eq!(body["reload"]["last_outcome"], "rejected", "{body}");
+    let why = body["reload"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("unknown name `event.hour_of_dya`") && why.contains("did you mean `event.hour_of_day`?"),
+        "{why}"
+    );
     produce(&s.brokers, &s.input, c, user_key).await;
     let all = collect(&s.brokers, &[&s.decisions, &s.dead], 1, lines.len(), Duration::from_secs(120));
     assert!(sigterm(&mut serve).success());
