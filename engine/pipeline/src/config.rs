@@ -145,6 +145,10 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// `RISKD_*` variables that are not config keys: the config path itself, the
+/// log filter, and the setup script's tool locations.
+pub const NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TANSU", "TOOLS_ROOT", "TANSU_VERSION"];
+
 impl Config {
     /// Reads the file (if given), applies `RISKD_*` overrides from `env`,
     /// and validates the result. Relative paths are kept relative to the
@@ -161,8 +165,8 @@ impl Config {
         let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize");
         for (var, value) in env {
             let Some(rest) = var.strip_prefix("RISKD_") else { continue };
-            if matches!(rest, "TANSU" | "TOOLS_ROOT" | "TANSU_VERSION" | "LOG") || rest.starts_with("TEST_") {
-                continue; // tooling variables, not config
+            if NOT_CONFIG.contains(&rest) {
+                continue; // the binary's and the tooling's own variables, not config keys
             }
             apply_env(&mut doc, &defaults, &var, rest, &value)?;
         }
@@ -274,7 +278,13 @@ mod tests {
     fn defaults_and_env_overrides() {
         let cfg = load(
             "[kafka]\nbrokers = \"a:1\"\n",
-            &[("RISKD_KAFKA_GROUP_ID", "g2"), ("RISKD_KAFKA_INPUT_TOPICS", "x, y"), ("RISKD_ENGINE_REASON_CODES", "2")],
+            &[
+                ("RISKD_CONFIG", "elsewhere.toml"),
+                ("RISKD_LOG", "debug"),
+                ("RISKD_KAFKA_GROUP_ID", "g2"),
+                ("RISKD_KAFKA_INPUT_TOPICS", "x, y"),
+                ("RISKD_ENGINE_REASON_CODES", "2"),
+            ],
         )
         .unwrap();
         assert_eq!(cfg.kafka.brokers, "a:1");
