@@ -1,5 +1,6 @@
 //! One worker's pipeline: feature state, prepared scorecards, reused buffers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use riskd_rules::{Slot, Source, Verdict};
 use riskd_scorecard::{ModelError, Scorecard};
 
 use crate::config::EngineConfig;
-use crate::deployment::{Deployment, FEATURE_BASE, MODEL_BASE, MODEL_PROBABILITY, MODEL_SCORE};
+use crate::deployment::{Deployment, RuleState, FEATURE_BASE, MODEL_BASE, MODEL_PROBABILITY, MODEL_SCORE};
 
 /// What became of one input.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +72,7 @@ pub struct Pipeline {
     reason_codes: usize,
     include_features: bool,
     metrics: Metrics,
+    hit_counters: (Option<Arc<RuleState>>, HashMap<usize, Counter>),
 }
 
 /// What rules read for one event, by slot.
@@ -125,6 +127,7 @@ impl Pipeline {
             reason_codes: cfg.reason_codes,
             include_features: cfg.include_features,
             metrics: Metrics::new(),
+            hit_counters: (None, HashMap::new()),
         })
     }
 
@@ -206,9 +209,18 @@ impl Pipeline {
             })
             .collect();
         reasons.extend(model_reasons);
+        // Counter handles per rule, registered on a rule's first hit. The cache
+        // holds the rule state it belongs to, so its keys (addresses of that
+        // state's rule labels) stay valid; a reload starts a new cache.
+        if !self.hit_counters.0.as_ref().is_some_and(|held| Arc::ptr_eq(held, &rule_state)) {
+            self.hit_counters = (Some(Arc::clone(&rule_state)), HashMap::new());
+        }
         for h in &self.verdict.hits {
-            let mode = if h.shadow { "shadow" } else { "active" };
-            metrics::counter!(metric::RULE_HITS_TOTAL, "rule" => h.rule_id().to_string(), "stage" => h.stage().to_string(), "mode" => mode).increment(1);
+            let counter = self.hit_counters.1.entry(Arc::as_ptr(&h.labels) as usize).or_insert_with(|| {
+                let mode = if h.shadow { "shadow" } else { "active" };
+                metrics::counter!(metric::RULE_HITS_TOTAL, "rule" => h.rule_id().to_string(), "stage" => h.stage().to_string(), "mode" => mode)
+            });
+            counter.increment(1);
         }
         let versions = rule_state.versions.clone();
         let features = self.include_features.then(|| {

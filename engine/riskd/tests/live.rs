@@ -216,6 +216,15 @@ async fn serve_decides_every_input_once_and_matches_replay() {
     assert!(metrics.contains("risk_events_total{event_type=\"loan_application\"}"), "{metrics}");
     assert!(metrics.contains("risk_dead_letters_total{reason=\"bad_json\"} 1"), "{metrics}");
     assert!(metrics.contains("risk_stage_latency_seconds_bucket{stage=\"features\""), "{metrics}");
+    // Rule-hit counters agree with the rule reasons in the decisions.
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("risk_rule_hits_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let reasons = live.values().flat_map(|d| &d.reasons).filter(|r| r.source == riskd_core::ReasonSource::Rule).count();
+    assert!(reasons > 0);
+    assert_eq!(counted as usize, reasons, "risk_rule_hits_total sums to the rule hits in the decisions");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
