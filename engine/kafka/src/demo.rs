@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use riskd_core::{DeadLetter, Decision, KeyRing};
 use riskd_pipeline::replay::{open_input, Recorded};
@@ -150,19 +150,7 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
                 tokio::time::sleep_until(due.into()).await;
             }
             let key = user_key(bytes).unwrap_or_default();
-            loop {
-                match producer.send_result(FutureRecord::to(&input_topic).key(&key).payload(bytes)) {
-                    Ok(ack) => {
-                        acks.push(ack);
-                        break;
-                    }
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        _,
-                    )) => tokio::time::sleep(Duration::from_millis(1)).await,
-                    Err((e, _)) => bail!("produce failed: {e}"),
-                }
-            }
+            acks.push(crate::serve::send(&producer, &input_topic, &key, bytes, None).await?);
         }
         for ack in acks {
             ack.await

@@ -63,8 +63,8 @@ fn acknowledge(consumer: &StreamConsumer, done: Done) -> Result<(), ServeError> 
     }
 }
 
-/// Enqueues one output, waiting while the producer queue is full.
-async fn send(
+/// Enqueues one message, waiting while the producer queue is full.
+pub(crate) async fn send(
     producer: &FutureProducer,
     topic: &str,
     key: &str,

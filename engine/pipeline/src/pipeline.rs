@@ -109,7 +109,9 @@ impl Source for RuleInput<'_> {
     }
 }
 
-fn state_key(keys: &KeyRing) -> [u8; 16] {
+/// The key that hashes entity values into feature-state keys, derived from
+/// the key ring. Serving and training must use the same one.
+pub fn state_key(keys: &KeyRing) -> [u8; 16] {
     keys.protect("feature-state-key", "").0
 }
 

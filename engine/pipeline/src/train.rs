@@ -114,7 +114,7 @@ pub fn build_matrix(
     keys: KeyRing,
 ) -> Result<Matrix, TrainError> {
     let decoder = Decoder::new(Limits::default(), keys.clone());
-    let mut engine = FeatureEngine::new(features.clone(), keys.protect("feature-state-key", "").0);
+    let mut engine = FeatureEngine::new(features.clone(), crate::pipeline::state_key(&keys));
     let mut fv = FeatureVector::default();
     let mut row = Vec::new();
     let mut m = Matrix { rows: Vec::new(), labels: Vec::new(), event_ids: Vec::new(), width: mapper.len() };
