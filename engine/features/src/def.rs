@@ -25,9 +25,13 @@ pub enum EntityKind {
     BankCard,
     /// No history: computed from the current event alone.
     Event,
+    /// Several entities together (e.g. `user+device`): a bit per base kind,
+    /// in the order of [`EntityKind::BASE`].
+    Composite(u8),
 }
 
 impl EntityKind {
+    /// The kinds an author can name alone.
     pub const ALL: [EntityKind; 8] = [
         EntityKind::User,
         EntityKind::Device,
@@ -38,7 +42,27 @@ impl EntityKind {
         EntityKind::BankCard,
         EntityKind::Event,
     ];
-    pub fn as_str(self) -> &'static str {
+    /// The kinds a composite can combine.
+    pub const BASE: [EntityKind; 7] = [
+        EntityKind::User,
+        EntityKind::Device,
+        EntityKind::Ip,
+        EntityKind::Ip24,
+        EntityKind::Phone,
+        EntityKind::IdNumber,
+        EntityKind::BankCard,
+    ];
+
+    /// The base kinds of a composite, in canonical order; a base kind alone otherwise.
+    pub fn parts(self) -> impl Iterator<Item = EntityKind> {
+        let mask = match self {
+            EntityKind::Composite(m) => m,
+            k => Self::BASE.iter().position(|b| *b == k).map_or(0, |i| 1 << i),
+        };
+        Self::BASE.into_iter().enumerate().filter(move |(i, _)| mask & (1 << i) != 0).map(|(_, k)| k)
+    }
+
+    fn base_str(self) -> &'static str {
         match self {
             EntityKind::User => "user",
             EntityKind::Device => "device",
@@ -48,10 +72,37 @@ impl EntityKind {
             EntityKind::IdNumber => "id_number",
             EntityKind::BankCard => "bank_card",
             EntityKind::Event => "event",
+            EntityKind::Composite(_) => "composite",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.as_str() == s)
+
+    /// A composite is written `user+device`; the parts in any order.
+    fn parse(s: &str) -> Result<Self, String> {
+        let one = |p: &str| Self::ALL.into_iter().find(|e| e.base_str() == p);
+        if !s.contains('+') {
+            return one(s).ok_or_else(|| s.to_string());
+        }
+        let mut mask = 0u8;
+        for p in s.split('+') {
+            let p = p.trim();
+            match Self::BASE.iter().position(|b| b.base_str() == p) {
+                Some(i) if mask & (1 << i) == 0 => mask |= 1 << i,
+                _ => return Err(p.to_string()),
+            }
+        }
+        Ok(EntityKind::Composite(mask))
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntityKind::Composite(_) => {
+                let names: Vec<&str> = self.parts().map(|p| p.base_str()).collect();
+                f.write_str(&names.join("+"))
+            }
+            k => f.write_str(k.base_str()),
+        }
     }
 }
 
@@ -70,6 +121,15 @@ pub enum Aggregation {
     Mean(FieldId),
     Last(FieldId),
     DistinctCount(FieldId),
+    /// Time since the previous counted event (not the current one) in the
+    /// window, in `unit` milliseconds.
+    TimeSince {
+        unit_ms: i64,
+    },
+    /// Age of the earliest counted event in the window, in `unit` milliseconds.
+    FirstSeen {
+        unit_ms: i64,
+    },
     /// numerator / denominator, each an event field or an earlier feature slot.
     Ratio(Operand, Operand),
 }
@@ -109,6 +169,27 @@ pub struct FeatureSet {
     pub version: String,
     /// Allowed lateness for out-of-order events, milliseconds.
     pub allowed_lateness_ms: i64,
+    pub limits: StateLimits,
+}
+
+/// Bounds on feature state, from `[settings]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Entities kept per entity kind; beyond it the least recently seen
+    /// entity is evicted.
+    pub max_entities: usize,
+    /// Events kept per entity and windowed feature; beyond it the oldest is
+    /// dropped.
+    pub max_events_per_window: usize,
+    /// Entities whose features include a lifetime window are dropped after
+    /// this long without an event; `None` keeps them.
+    pub lifetime_idle_expiry_ms: Option<i64>,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits { max_entities: 10_000_000, max_events_per_window: 100_000, lifetime_idle_expiry_ms: None }
+    }
 }
 
 /// An author error in a feature file, located for the author.
@@ -143,7 +224,14 @@ struct File {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    allowed_lateness: Spanned<String>,
+    #[serde(default)]
+    allowed_lateness: Option<Spanned<String>>,
+    #[serde(default)]
+    max_entities: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_events_per_window: Option<Spanned<i64>>,
+    #[serde(default)]
+    lifetime_idle_expiry: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +254,13 @@ struct RawFeature {
     denominator: Option<Spanned<String>>,
     #[serde(default)]
     window: Option<Spanned<String>>,
+    #[serde(default)]
+    unit: Option<Spanned<String>>,
 }
+
+/// Every aggregation name an author may write.
+pub const AGGREGATIONS: [&str; 10] =
+    ["count", "sum", "min", "max", "mean", "last", "distinct_count", "time_since", "first_seen", "ratio"];
 
 /// Closest candidate as a "did you mean" hint.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
@@ -232,6 +326,7 @@ impl FeatureSet {
         let mut errors = Vec::new();
         let mut hasher = ContentHasher::new();
         let mut lateness = 0i64;
+        let mut limits = StateLimits::default();
         for (file, text) in files {
             hasher.part(file.rsplit('/').next().unwrap_or(file), text.as_bytes());
             let mut cx = Ctx { file, text, errors: Vec::new() };
@@ -242,14 +337,7 @@ impl FeatureSet {
                 }
                 Ok(parsed) => {
                     if let Some(s) = parsed.settings {
-                        match parse_duration_ms(s.allowed_lateness.get_ref()) {
-                            Some(ms) => lateness = lateness.max(ms),
-                            None => cx.err(
-                                s.allowed_lateness.span(),
-                                "allowed_lateness is not a duration",
-                                Some("write e.g. \"30s\", \"5m\"".into()),
-                            ),
-                        }
+                        settings(&mut cx, s, &mut lateness, &mut limits);
                     }
                     for raw in parsed.feature {
                         let span = raw.span();
@@ -264,7 +352,7 @@ impl FeatureSet {
             errors.extend(cx.errors);
         }
         if errors.is_empty() {
-            Ok(FeatureSet { defs, version: hasher.finish(), allowed_lateness_ms: lateness })
+            Ok(FeatureSet { defs, version: hasher.finish(), allowed_lateness_ms: lateness, limits })
         } else {
             Err(errors)
         }
@@ -280,6 +368,49 @@ impl FeatureSet {
 
     pub fn is_empty(&self) -> bool {
         self.defs.is_empty()
+    }
+}
+
+/// Applies one file's `[settings]`. Several files may set them: the largest
+/// lateness and the tightest caps win.
+fn settings(cx: &mut Ctx<'_>, s: Settings, lateness: &mut i64, limits: &mut StateLimits) {
+    if let Some(l) = &s.allowed_lateness {
+        match parse_duration_ms(l.get_ref()) {
+            Some(ms) => *lateness = (*lateness).max(ms),
+            None => cx.err(l.span(), "allowed_lateness is not a duration", Some("write e.g. \"30s\", \"5m\"".into())),
+        }
+    }
+    let positive = |cx: &mut Ctx<'_>, v: &Option<Spanned<i64>>, name: &str, into: &mut usize| {
+        if let Some(v) = v {
+            if *v.get_ref() < 1 {
+                cx.err(v.span(), format!("{name} must be at least 1"), None);
+            } else {
+                *into = (*into).min(*v.get_ref() as usize);
+            }
+        }
+    };
+    positive(cx, &s.max_entities, "max_entities", &mut limits.max_entities);
+    positive(cx, &s.max_events_per_window, "max_events_per_window", &mut limits.max_events_per_window);
+    if let Some(e) = &s.lifetime_idle_expiry {
+        match parse_duration_ms(e.get_ref()) {
+            Some(ms) if ms > 0 => {
+                limits.lifetime_idle_expiry_ms = Some(limits.lifetime_idle_expiry_ms.map_or(ms, |m| m.min(ms)))
+            }
+            _ => cx.err(e.span(), "lifetime_idle_expiry is not a positive duration", Some("e.g. \"400d\"".into())),
+        }
+    }
+}
+
+fn unit_ms(cx: &mut Ctx<'_>, raw: &RawFeature) -> Option<i64> {
+    let Some(u) = &raw.unit else { return Some(1000) };
+    let units = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
+    match units.iter().find(|(n, _)| *n == u.get_ref()) {
+        Some(&(_, ms)) => Some(ms),
+        None => {
+            let names = units.map(|(n, _)| n);
+            cx.err(u.span(), format!("unknown unit `{}`", u.get_ref()), Some(format!("units: {}", names.join(", "))));
+            None
+        }
     }
 }
 
@@ -311,15 +442,26 @@ fn compile(
     if by_name.contains_key(&name) {
         cx.err(raw.name.span(), format!("feature `{name}` is defined twice"), None);
     }
-    let entity = EntityKind::parse(raw.entity.get_ref());
-    if entity.is_none() {
-        let all = EntityKind::ALL.map(|e| e.as_str());
-        cx.err(
-            raw.entity.span(),
-            format!("unknown entity `{}`", raw.entity.get_ref()),
-            suggest(raw.entity.get_ref(), all).or(Some(format!("entities: {}", all.join(", ")))),
-        );
-    }
+    let entity = match EntityKind::parse(raw.entity.get_ref()) {
+        Ok(e) => Some(e),
+        Err(bad) => {
+            let all = EntityKind::ALL.map(|e| e.base_str());
+            let composite = bad != *raw.entity.get_ref();
+            cx.err(
+                raw.entity.span(),
+                if composite {
+                    format!("`{bad}` cannot be part of the composite entity `{}`", raw.entity.get_ref())
+                } else {
+                    format!("unknown entity `{bad}`")
+                },
+                suggest(&bad, all).or(Some(format!(
+                    "entities: {}; a composite joins distinct ones with `+`, e.g. \"user+device\"",
+                    all.join(", ")
+                ))),
+            );
+            None
+        }
+    };
     let mut counts = ALL_KINDS;
     if let Some(events) = &raw.events {
         counts = 0;
@@ -391,13 +533,15 @@ fn compile(
         "mean" => needs_of(cx).map(Aggregation::Mean),
         "last" => needs_of(cx).map(Aggregation::Last),
         "distinct_count" => needs_of(cx).map(Aggregation::DistinctCount),
+        "time_since" => unit_ms(cx, &raw).map(|unit_ms| Aggregation::TimeSince { unit_ms }),
+        "first_seen" => unit_ms(cx, &raw).map(|unit_ms| Aggregation::FirstSeen { unit_ms }),
         "ratio" => {
             let n = operand(cx, &raw.numerator, "numerator");
             let d = operand(cx, &raw.denominator, "denominator");
             n.zip(d).map(|(n, d)| Aggregation::Ratio(n, d))
         }
         other => {
-            let all = ["count", "sum", "min", "max", "mean", "last", "distinct_count", "ratio"];
+            let all = AGGREGATIONS;
             cx.err(
                 raw.agg.span(),
                 format!("unknown aggregation `{other}`"),
@@ -406,6 +550,14 @@ fn compile(
             None
         }
     };
+    if let (Some(u), false) = (&raw.unit, matches!(agg_name, "time_since" | "first_seen")) {
+        cx.err(u.span(), "`unit` applies only to time_since and first_seen", None);
+    }
+    if let (Some(of), Some(Aggregation::Count | Aggregation::TimeSince { .. } | Aggregation::FirstSeen { .. })) =
+        (&raw.of, &agg)
+    {
+        cx.err(of.span(), format!("`{agg_name}` takes no `of`"), None);
+    }
     if let (Some(agg), Some(of)) = (&agg, &raw.of) {
         if let Aggregation::Sum(id) | Aggregation::Min(id) | Aggregation::Max(id) | Aggregation::Mean(id) = agg {
             if !matches!(id.spec().ty, FieldType::Num | FieldType::Bool) {

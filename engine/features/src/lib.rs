@@ -10,10 +10,18 @@
 //!
 //! State is keyed by a keyed hash of the entity value (never the clear
 //! value) and kept per entity kind, so one lookup serves every feature of that
-//! entity.
+//! entity. [`FeatureEngine::write_snapshot`] and [`FeatureEngine::restore`]
+//! carry it across restarts; [`reference::Reference`] recomputes any feature
+//! by rescanning history, for explanations and tests.
 
 mod def;
+pub mod reference;
+mod snapshot;
 mod state;
 
-pub use def::{suggest, Aggregation, DefError, EntityKind, FeatureDef, FeatureSet, FilterValue, Operand, Window};
-pub use state::{FeatureEngine, FeatureVector};
+pub use def::{
+    suggest, Aggregation, DefError, EntityKind, FeatureDef, FeatureSet, FilterValue, Operand, StateLimits, Window,
+    AGGREGATIONS,
+};
+pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT};
+pub use state::{FeatureEngine, FeatureVector, StateStats};

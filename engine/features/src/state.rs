@@ -1,12 +1,25 @@
 //! Per-entity window state and the per-event update/read.
+//!
+//! State is one table per entity kind. A table maps the keyed hash of an
+//! entity value to that entity's series, one per feature of the kind, and
+//! keeps a queue of (last seen, key) that drives expiry and, at the entity
+//! cap, eviction of the least recently seen entity.
+//!
+//! Exactness: a read at event time `t` sees exactly the counted events with
+//! time in `(t - w, t]` (lifetime: `(-inf, t]`) among those that arrived so
+//! far, provided `t` is no older than the watermark (newest event time minus
+//! the allowed lateness). Points older than the watermark minus the window
+//! are dropped; lifetime points older than the watermark are folded into
+//! running aggregates.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::Hasher;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use riskd_core::event::Event;
 use riskd_core::fields::{FieldId, Value};
+use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::def::{Aggregation, EntityKind, FeatureSet, FilterValue, Operand, Window};
@@ -21,69 +34,190 @@ impl FeatureVector {
     }
 }
 
-/// History of one feature for one entity. Windowed features keep the counted
-/// points, sorted by event time, until no read can still see them; lifetime
-/// features keep running aggregates.
-#[derive(Debug)]
-enum Series {
+/// History of one feature for one entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Series {
+    /// Counted points `(time, value)`, sorted by time (ties in arrival order).
     Windowed(VecDeque<(i64, u64)>),
     Lifetime(Lifetime),
 }
 
-#[derive(Debug, Default)]
-struct Lifetime {
+/// A lifetime series: points older than the watermark are settled into
+/// running aggregates; newer ones are kept so late arrivals still land
+/// exactly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Lifetime {
+    settled: Settled,
+    recent: VecDeque<(i64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Settled {
     count: u64,
     sum: f64,
     min: f64,
     max: f64,
+    first: i64,
     last: Option<(i64, u64)>,
+    #[serde(with = "sorted_set")]
     distinct: HashSet<u64>,
 }
 
-/// The features of one entity kind, with the index of each in the set.
-struct Group {
-    entity: EntityKind,
-    features: Vec<usize>,
+impl Default for Settled {
+    fn default() -> Self {
+        Settled {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            first: i64::MAX,
+            last: None,
+            distinct: HashSet::new(),
+        }
+    }
+}
+
+/// A set serialized in sorted order, so equal state gives equal bytes.
+mod sorted_set {
+    use std::collections::HashSet;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(set: &HashSet<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<u64> = set.iter().copied().collect();
+        v.sort_unstable();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<u64>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entity {
+    /// Newest time of an event counted for this entity.
+    last_seen: i64,
+    /// Time of this entity's live entry in the expiry queue.
+    queued_at: i64,
+    series: Box<[Series]>,
+}
+
+impl Entity {
+    pub(crate) fn series_len(&self) -> usize {
+        self.series.len()
+    }
+}
+
+/// Keys are already keyed SipHash outputs: fold them instead of hashing again.
+#[derive(Default)]
+pub(crate) struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+pub(crate) type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<FoldHasher>>;
+
+/// The features of one entity kind and their state.
+pub(crate) struct Table {
+    pub(crate) entity: EntityKind,
+    pub(crate) features: Vec<usize>,
+    /// An entity idle this long can no longer change any read; None: kept.
+    expiry_ms: Option<i64>,
+    /// Granularity of queue entries: an entity is re-queued at most once per
+    /// this much event time.
+    requeue_ms: i64,
+    pub(crate) map: KeyMap<Entity>,
+    pub(crate) queue: VecDeque<(i64, u128)>,
+}
+
+/// Counters about state, for metrics and `/status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateStats {
+    /// Events later than the allowed lateness.
+    pub late_events: u64,
+    /// Entities dropped because no window could still see them.
+    pub expired_entities: u64,
+    /// Entities evicted because their kind reached `max_entities`.
+    pub evicted_entities: u64,
+    /// Points dropped because a window reached `max_events_per_window`.
+    pub dropped_points: u64,
 }
 
 /// Feature state and evaluation for one stream of events. Owned by one
 /// pipeline worker; nothing here is shared between threads.
 pub struct FeatureEngine {
-    set: Arc<FeatureSet>,
-    keys: (u64, u64),
-    groups: Vec<Group>,
+    pub(crate) set: Arc<FeatureSet>,
+    pub(crate) keys: (u64, u64),
+    pub(crate) tables: Vec<Table>,
     per_event: Vec<usize>,
-    tables: HashMap<(EntityKind, u128), Vec<Series>>,
-    max_event_time: i64,
-    late_events: u64,
+    pub(crate) max_event_time: i64,
+    pub(crate) stats: StateStats,
     scratch: HashSet<u64>,
 }
+
+/// Queue entries examined per event for expiry: bounded so no event pays
+/// for a backlog.
+const EXPIRY_STEPS: usize = 4;
 
 impl FeatureEngine {
     /// `hash_key` keys the hashing of entity values into state keys.
     pub fn new(set: Arc<FeatureSet>, hash_key: [u8; 16]) -> Self {
-        let mut groups: Vec<Group> = Vec::new();
+        let mut tables: Vec<Table> = Vec::new();
         let mut per_event = Vec::new();
         for (i, d) in set.defs.iter().enumerate() {
             if d.entity == EntityKind::Event {
                 per_event.push(i);
                 continue;
             }
-            match groups.iter_mut().find(|g| g.entity == d.entity) {
+            match tables.iter_mut().find(|g| g.entity == d.entity) {
                 Some(g) => g.features.push(i),
-                None => groups.push(Group { entity: d.entity, features: vec![i] }),
+                None => tables.push(Table {
+                    entity: d.entity,
+                    features: vec![i],
+                    expiry_ms: None,
+                    requeue_ms: 0,
+                    map: KeyMap::default(),
+                    queue: VecDeque::new(),
+                }),
             }
+        }
+        for t in &mut tables {
+            let mut longest = Some(0i64);
+            for &i in &t.features {
+                longest = match (longest, set.defs[i].window) {
+                    (Some(l), Window::Sliding { ms }) => Some(l.max(ms)),
+                    _ => None,
+                };
+            }
+            t.expiry_ms = match longest {
+                // The watermark already allows for lateness.
+                Some(w) => Some(w),
+                None => set.limits.lifetime_idle_expiry_ms,
+            };
+            // Lifetime-only tables still queue for cap eviction: hourly is fine-grained enough.
+            t.requeue_ms = t.expiry_ms.map_or(3_600_000, |e| (e / 8).max(1));
         }
         let k0 = u64::from_le_bytes(hash_key[..8].try_into().expect("8 bytes"));
         let k1 = u64::from_le_bytes(hash_key[8..].try_into().expect("8 bytes"));
         FeatureEngine {
             set,
             keys: (k0, k1),
-            groups,
+            tables,
             per_event,
-            tables: HashMap::new(),
             max_event_time: i64::MIN,
-            late_events: 0,
+            stats: StateStats::default(),
             scratch: HashSet::new(),
         }
     }
@@ -94,12 +228,26 @@ impl FeatureEngine {
 
     /// Number of entities with state, over all entity kinds.
     pub fn entity_count(&self) -> usize {
-        self.tables.len()
+        self.tables.iter().map(|t| t.map.len()).sum()
+    }
+
+    /// Entities with state per entity kind.
+    pub fn entities_by_kind(&self) -> Vec<(EntityKind, usize)> {
+        self.tables.iter().map(|t| (t.entity, t.map.len())).collect()
     }
 
     /// Events that arrived later than the allowed lateness.
     pub fn late_events(&self) -> u64 {
-        self.late_events
+        self.stats.late_events
+    }
+
+    pub fn stats(&self) -> StateStats {
+        self.stats
+    }
+
+    /// Newest event time seen, if any.
+    pub fn max_event_time(&self) -> Option<i64> {
+        (self.max_event_time != i64::MIN).then_some(self.max_event_time)
     }
 
     /// Adds the event to every feature that counts it, then reads every
@@ -108,41 +256,70 @@ impl FeatureEngine {
     pub fn update(&mut self, ev: &Event, out: &mut FeatureVector) -> bool {
         out.0.clear();
         out.0.resize(self.set.defs.len(), f64::NAN);
-        let lateness = self.set.allowed_lateness_ms;
+        let set = &*self.set;
+        let lateness = set.allowed_lateness_ms;
         let late = self.max_event_time != i64::MIN && ev.time_ms < self.max_event_time.saturating_sub(lateness);
         if late {
-            self.late_events += 1;
+            self.stats.late_events += 1;
         }
         self.max_event_time = self.max_event_time.max(ev.time_ms);
-        for g in 0..self.groups.len() {
-            let entity = self.groups[g].entity;
-            let Some(key) = entity_key(self.keys, entity, ev) else {
+        let watermark = self.max_event_time.saturating_sub(lateness);
+        let t = ev.time_ms;
+        for table in &mut self.tables {
+            table.expire(watermark, &mut self.stats);
+            let Some(key) = entity_key(self.keys, table.entity, ev) else {
                 continue;
             };
-            let n = self.groups[g].features.len();
-            let series = self.tables.entry((entity, key)).or_insert_with(|| {
-                self.groups[g]
-                    .features
-                    .iter()
-                    .map(|&i| match self.set.defs[i].window {
-                        Window::Sliding { .. } => Series::Windowed(VecDeque::new()),
-                        Window::Lifetime => Series::Lifetime(Lifetime {
-                            min: f64::INFINITY,
-                            max: f64::NEG_INFINITY,
-                            ..Default::default()
-                        }),
-                    })
-                    .collect()
-            });
-            for j in 0..n {
-                let def = &self.set.defs[self.groups[g].features[j]];
-                let s = &mut series[j];
+            // Which of this table's features count the event, and with what value.
+            let mut counted: u64 = 0;
+            let mut points = [0u64; 64];
+            for (j, &i) in table.features.iter().enumerate().take(64) {
+                let def = &set.defs[i];
                 if def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev) {
-                    if let Some(v) = point_value(&def.agg, ev) {
-                        insert(s, ev.time_ms, v, &def.agg, def.window, lateness);
+                    if let Some(v) = point_value(self.keys, &def.agg, ev) {
+                        counted |= 1 << j;
+                        points[j] = v;
                     }
                 }
-                out.0[def.slot] = read(s, ev.time_ms, &def.agg, def.window, &mut self.scratch);
+            }
+            if counted == 0 && !table.map.contains_key(&key) {
+                for &i in &table.features {
+                    let def = &set.defs[i];
+                    out.0[def.slot] = empty_value(&def.agg);
+                }
+                continue;
+            }
+            if counted != 0 && !table.map.contains_key(&key) {
+                table.make_room(set.limits.max_entities, &mut self.stats);
+                let series = table.features.iter().map(|&i| new_series(set.defs[i].window)).collect();
+                table.map.insert(key, Entity { last_seen: t, queued_at: t, series });
+                table.queue.push_back((t, key));
+            }
+            let entity = table.map.get_mut(&key).expect("present");
+            if counted != 0 && t > entity.last_seen {
+                entity.last_seen = t;
+                if t >= entity.queued_at.saturating_add(table.requeue_ms) {
+                    entity.queued_at = t;
+                    table.queue.push_back((t, key));
+                }
+            }
+            for (j, &i) in table.features.iter().enumerate() {
+                let def = &set.defs[i];
+                let s = &mut entity.series[j];
+                let counts_now = counted & (1 << j) != 0;
+                if counts_now {
+                    insert(
+                        s,
+                        t,
+                        points[j],
+                        &def.agg,
+                        def.window,
+                        watermark,
+                        set.limits.max_events_per_window,
+                        &mut self.stats,
+                    );
+                }
+                out.0[def.slot] = read(s, t, counts_now, &def.agg, def.window, &mut self.scratch);
             }
         }
         for &i in &self.per_event {
@@ -160,6 +337,65 @@ impl FeatureEngine {
     }
 }
 
+impl Table {
+    /// Drops a few entities no window can still see.
+    fn expire(&mut self, watermark: i64, stats: &mut StateStats) {
+        let Some(expiry) = self.expiry_ms else { return };
+        let cutoff = watermark.saturating_sub(expiry);
+        for _ in 0..EXPIRY_STEPS {
+            let Some(&(qt, key)) = self.queue.front() else { return };
+            if qt > cutoff {
+                return;
+            }
+            self.queue.pop_front();
+            let Some(e) = self.map.get_mut(&key) else { continue };
+            if e.queued_at != qt {
+                continue; // a newer entry for this entity is further back
+            }
+            // Invisible: every read from now on starts after `cutoff`.
+            if e.last_seen <= cutoff {
+                self.map.remove(&key);
+                stats.expired_entities += 1;
+            } else {
+                e.queued_at = e.last_seen;
+                self.queue.push_back((e.last_seen, key));
+            }
+        }
+    }
+
+    /// At the cap, evicts the least recently seen entity (to within the
+    /// requeue granularity). Compacts the queue when stale entries pile up.
+    fn make_room(&mut self, max_entities: usize, stats: &mut StateStats) {
+        if self.queue.len() > 2 * self.map.len() + 1024 {
+            let mut live: Vec<(i64, u128)> = self.map.iter().map(|(k, e)| (e.queued_at, *k)).collect();
+            live.sort_unstable();
+            self.queue = live.into();
+        }
+        while self.map.len() >= max_entities {
+            let Some((qt, key)) = self.queue.pop_front() else { return };
+            if self.map.get(&key).is_some_and(|e| e.queued_at == qt) {
+                self.map.remove(&key);
+                stats.evicted_entities += 1;
+            }
+        }
+    }
+}
+
+fn new_series(window: Window) -> Series {
+    match window {
+        Window::Sliding { .. } => Series::Windowed(VecDeque::new()),
+        Window::Lifetime => Series::Lifetime(Lifetime::default()),
+    }
+}
+
+/// The value of a feature for an entity with no counted events.
+pub(crate) fn empty_value(agg: &Aggregation) -> f64 {
+    match agg {
+        Aggregation::Count | Aggregation::Sum(_) | Aggregation::DistinctCount(_) => 0.0,
+        _ => f64::NAN,
+    }
+}
+
 fn passes(filters: &[(FieldId, FilterValue)], ev: &Event) -> bool {
     filters.iter().all(|(f, want)| match (f.get(ev), want) {
         (Value::Bool(a), FilterValue::Bool(b)) => a == *b,
@@ -169,40 +405,71 @@ fn passes(filters: &[(FieldId, FilterValue)], ev: &Event) -> bool {
     })
 }
 
-fn hash_bytes(keys: (u64, u64), tag: u8, bytes: &[u8]) -> u128 {
-    let mut h = SipHasher13::new_with_keys(keys.0, keys.1);
-    h.write_u8(tag);
-    h.write(bytes);
-    h.finish128().as_u128()
+fn write_part(h: &mut SipHasher13, entity: EntityKind, ev: &Event) -> bool {
+    let e = &ev.entities;
+    match entity {
+        EntityKind::User => h.write(e.user_id.as_bytes()),
+        EntityKind::Device => match &e.device_id {
+            Some(d) => h.write(d.as_bytes()),
+            None => return false,
+        },
+        EntityKind::Ip | EntityKind::Ip24 => {
+            let Some(ip) = e.ip else { return false };
+            let prefix = entity == EntityKind::Ip24;
+            match ip {
+                IpAddr::V4(v4) => h.write(&v4.octets()[..if prefix { 3 } else { 4 }]),
+                IpAddr::V6(v6) => h.write(&v6.octets()[..if prefix { 8 } else { 16 }]),
+            }
+        }
+        EntityKind::Phone => match e.phone {
+            Some(p) => h.write(&p.0),
+            None => return false,
+        },
+        EntityKind::IdNumber => match e.id_number {
+            Some(p) => h.write(&p.0),
+            None => return false,
+        },
+        EntityKind::BankCard => match e.bank_card {
+            Some(p) => h.write(&p.0),
+            None => return false,
+        },
+        EntityKind::Event | EntityKind::Composite(_) => return false,
+    }
+    // Separates the parts of a composite.
+    h.write_u8(0xff);
+    true
 }
 
-fn entity_key(keys: (u64, u64), entity: EntityKind, ev: &Event) -> Option<u128> {
-    let e = &ev.entities;
-    let tag = entity as u8;
+/// The state key of the event's entity of this kind: a keyed hash, so state
+/// never holds the clear value. None when the event lacks the entity.
+pub(crate) fn entity_key(keys: (u64, u64), entity: EntityKind, ev: &Event) -> Option<u128> {
+    let mut h = SipHasher13::new_with_keys(keys.0, keys.1);
     match entity {
-        EntityKind::User => Some(hash_bytes(keys, tag, e.user_id.as_bytes())),
-        EntityKind::Device => e.device_id.as_ref().map(|d| hash_bytes(keys, tag, d.as_bytes())),
-        EntityKind::Ip => e.ip.map(|ip| match ip {
-            IpAddr::V4(v4) => hash_bytes(keys, tag, &v4.octets()),
-            IpAddr::V6(v6) => hash_bytes(keys, tag, &v6.octets()),
-        }),
-        EntityKind::Ip24 => e.ip.map(|ip| match ip {
-            IpAddr::V4(v4) => hash_bytes(keys, tag, &v4.octets()[..3]),
-            IpAddr::V6(v6) => hash_bytes(keys, tag, &v6.octets()[..8]),
-        }),
-        EntityKind::Phone => e.phone.map(|p| hash_bytes(keys, tag, &p.0)),
-        EntityKind::IdNumber => e.id_number.map(|p| hash_bytes(keys, tag, &p.0)),
-        EntityKind::BankCard => e.bank_card.map(|p| hash_bytes(keys, tag, &p.0)),
-        EntityKind::Event => None,
+        EntityKind::Event => return None,
+        EntityKind::Composite(mask) => {
+            h.write_u8(0x80 | mask);
+            for part in entity.parts() {
+                if !write_part(&mut h, part, ev) {
+                    return None;
+                }
+            }
+        }
+        base => {
+            h.write_u8(EntityKind::BASE.iter().position(|b| *b == base).unwrap_or(0) as u8);
+            if !write_part(&mut h, base, ev) {
+                return None;
+            }
+        }
     }
+    Some(h.finish128().as_u128())
 }
 
 /// The value a counted event contributes: numbers as f64 bits, anything
-/// else (distinct counts) as a 64-bit hash. None: the field is missing, so
-/// the event does not contribute.
-fn point_value(agg: &Aggregation, ev: &Event) -> Option<u64> {
+/// else (distinct counts) as a keyed 64-bit hash. None: the field is
+/// missing, so the event does not contribute.
+fn point_value(keys: (u64, u64), agg: &Aggregation, ev: &Event) -> Option<u64> {
     let field = match agg {
-        Aggregation::Count => return Some(0),
+        Aggregation::Count | Aggregation::TimeSince { .. } | Aggregation::FirstSeen { .. } => return Some(0),
         Aggregation::Ratio(..) => return None,
         Aggregation::Sum(f)
         | Aggregation::Min(f)
@@ -214,7 +481,7 @@ fn point_value(agg: &Aggregation, ev: &Event) -> Option<u64> {
         }
         Aggregation::DistinctCount(f) => f,
     };
-    let mut h = siphasher::sip::SipHasher13::new();
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(keys.1, keys.0);
     match field.get(ev) {
         Value::Missing => return None,
         Value::Num(v) => h.write_u64(v.to_bits()),
@@ -226,56 +493,91 @@ fn point_value(agg: &Aggregation, ev: &Event) -> Option<u64> {
     Some(h.finish())
 }
 
-fn insert(s: &mut Series, t: i64, v: u64, agg: &Aggregation, window: Window, lateness: i64) {
+/// Inserts keeping time order; equal times keep arrival order.
+fn insert_sorted(points: &mut VecDeque<(i64, u64)>, t: i64, v: u64) {
+    if points.back().is_none_or(|&(last, _)| last <= t) {
+        points.push_back((t, v));
+    } else {
+        let at = points.partition_point(|&(pt, _)| pt <= t);
+        points.insert(at, (t, v));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    s: &mut Series,
+    t: i64,
+    v: u64,
+    agg: &Aggregation,
+    window: Window,
+    watermark: i64,
+    max_points: usize,
+    stats: &mut StateStats,
+) {
     match s {
         Series::Windowed(points) => {
-            if points.back().is_none_or(|&(last, _)| last <= t) {
-                points.push_back((t, v));
-            } else {
-                // Out of order: keep points sorted; equal times keep arrival order.
-                let at = points.partition_point(|&(pt, _)| pt <= t);
-                points.insert(at, (t, v));
-            }
-            if let (Window::Sliding { ms }, Some(&(newest, _))) = (window, points.back()) {
-                // No read at or after `newest - lateness` can see these points.
-                let horizon = newest.saturating_sub(ms).saturating_sub(lateness);
+            insert_sorted(points, t, v);
+            if let Window::Sliding { ms } = window {
+                // No read at or after the watermark can see these points.
+                let horizon = watermark.saturating_sub(ms);
                 while points.front().is_some_and(|&(pt, _)| pt <= horizon) {
                     points.pop_front();
                 }
             }
+            while points.len() > max_points {
+                points.pop_front();
+                stats.dropped_points += 1;
+            }
         }
         Series::Lifetime(l) => {
-            let x = f64::from_bits(v);
-            l.count += 1;
-            match agg {
-                Aggregation::Sum(_) | Aggregation::Mean(_) => l.sum += x,
-                Aggregation::Min(_) => l.min = l.min.min(x),
-                Aggregation::Max(_) => l.max = l.max.max(x),
-                Aggregation::DistinctCount(_) => {
-                    l.distinct.insert(v);
-                }
-                _ => {}
-            }
-            if l.last.is_none_or(|(lt, _)| lt <= t) {
-                l.last = Some((t, v));
+            insert_sorted(&mut l.recent, t, v);
+            // Every read at or after the watermark sees these points. Strictly
+            // older only, so an on-time event is still in `recent` when read.
+            while l.recent.front().is_some_and(|&(pt, _)| pt < watermark) {
+                let (pt, pv) = l.recent.pop_front().expect("checked");
+                settle(&mut l.settled, pt, pv, agg);
             }
         }
     }
 }
 
-fn read(s: &Series, t: i64, agg: &Aggregation, window: Window, scratch: &mut HashSet<u64>) -> f64 {
+fn settle(s: &mut Settled, t: i64, v: u64, agg: &Aggregation) {
+    let x = f64::from_bits(v);
+    s.count += 1;
+    match agg {
+        Aggregation::Sum(_) | Aggregation::Mean(_) => s.sum += x,
+        Aggregation::Min(_) => s.min = s.min.min(x),
+        Aggregation::Max(_) => s.max = s.max.max(x),
+        Aggregation::DistinctCount(_) => {
+            s.distinct.insert(v);
+        }
+        _ => {}
+    }
+    s.first = s.first.min(t);
+    if s.last.is_none_or(|(lt, _)| lt <= t) {
+        s.last = Some((t, v));
+    }
+}
+
+fn per_unit(ms: i64, unit_ms: i64) -> f64 {
+    ms as f64 / unit_ms as f64
+}
+
+/// Reads a feature at time `t`; `counts_now` says the current event was
+/// just inserted (it is then the last point at `t`).
+fn read(s: &Series, t: i64, counts_now: bool, agg: &Aggregation, window: Window, scratch: &mut HashSet<u64>) -> f64 {
     match s {
         Series::Windowed(points) => {
             let Window::Sliding { ms } = window else { return f64::NAN };
             let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
-            let hi = points.partition_point(|&(pt, _)| pt <= t);
-            let in_window = points.range(lo..hi.max(lo));
+            let hi = points.partition_point(|&(pt, _)| pt <= t).max(lo);
+            let in_window = points.range(lo..hi);
             let nums = || in_window.clone().map(|&(_, v)| f64::from_bits(v));
-            let n = hi.saturating_sub(lo);
+            let n = hi - lo;
             match agg {
                 Aggregation::Count => n as f64,
-                Aggregation::Sum(_) => nums().sum(),
-                Aggregation::Mean(_) if n > 0 => nums().sum::<f64>() / n as f64,
+                Aggregation::Sum(_) => nums().fold(0.0, |a, x| a + x),
+                Aggregation::Mean(_) if n > 0 => nums().fold(0.0, |a, x| a + x) / n as f64,
                 Aggregation::Min(_) if n > 0 => nums().fold(f64::INFINITY, f64::min),
                 Aggregation::Max(_) if n > 0 => nums().fold(f64::NEG_INFINITY, f64::max),
                 Aggregation::Last(_) if n > 0 => f64::from_bits(points[hi - 1].1),
@@ -284,18 +586,55 @@ fn read(s: &Series, t: i64, agg: &Aggregation, window: Window, scratch: &mut Has
                     scratch.extend(in_window.map(|&(_, v)| v));
                     scratch.len() as f64
                 }
+                Aggregation::TimeSince { unit_ms } => {
+                    let prev = if counts_now { hi.checked_sub(2) } else { hi.checked_sub(1) };
+                    match prev {
+                        Some(p) if p >= lo => per_unit(t - points[p].0, *unit_ms),
+                        _ => f64::NAN,
+                    }
+                }
+                Aggregation::FirstSeen { unit_ms } if n > 0 => per_unit(t - points[lo].0, *unit_ms),
                 _ => f64::NAN,
             }
         }
-        Series::Lifetime(l) => match agg {
-            Aggregation::Count => l.count as f64,
-            Aggregation::Sum(_) => l.sum,
-            Aggregation::Mean(_) if l.count > 0 => l.sum / l.count as f64,
-            Aggregation::Min(_) if l.count > 0 => l.min,
-            Aggregation::Max(_) if l.count > 0 => l.max,
-            Aggregation::Last(_) => l.last.map_or(f64::NAN, |(_, v)| f64::from_bits(v)),
-            Aggregation::DistinctCount(_) => l.distinct.len() as f64,
-            _ => f64::NAN,
-        },
+        Series::Lifetime(l) => {
+            let st = &l.settled;
+            let hi = l.recent.partition_point(|&(pt, _)| pt <= t);
+            let recent = l.recent.range(..hi);
+            let nums = || recent.clone().map(|&(_, v)| f64::from_bits(v));
+            let n = st.count + hi as u64;
+            match agg {
+                Aggregation::Count => n as f64,
+                Aggregation::Sum(_) => nums().fold(st.sum, |a, x| a + x),
+                Aggregation::Mean(_) if n > 0 => nums().fold(st.sum, |a, x| a + x) / n as f64,
+                Aggregation::Min(_) if n > 0 => nums().fold(st.min, f64::min),
+                Aggregation::Max(_) if n > 0 => nums().fold(st.max, f64::max),
+                Aggregation::Last(_) => match hi {
+                    0 => st.last.map_or(f64::NAN, |(_, v)| f64::from_bits(v)),
+                    _ => f64::from_bits(l.recent[hi - 1].1),
+                },
+                Aggregation::DistinctCount(_) => {
+                    scratch.clear();
+                    scratch.extend(recent.map(|&(_, v)| v).filter(|v| !st.distinct.contains(v)));
+                    (st.distinct.len() + scratch.len()) as f64
+                }
+                Aggregation::TimeSince { unit_ms } => {
+                    let prev = if counts_now { hi.checked_sub(2) } else { hi.checked_sub(1) };
+                    let prev_time = match prev {
+                        Some(p) => Some(l.recent[p].0),
+                        // Nothing earlier in `recent`: the newest settled point, unless
+                        // the only candidate there is the current event itself.
+                        None if counts_now && hi == 0 => None,
+                        None => st.last.map(|(lt, _)| lt).filter(|&lt| lt <= t),
+                    };
+                    prev_time.map_or(f64::NAN, |p| per_unit(t - p, *unit_ms))
+                }
+                Aggregation::FirstSeen { unit_ms } if n > 0 => {
+                    let first = if st.count > 0 { st.first } else { l.recent[0].0 };
+                    per_unit(t - first, *unit_ms)
+                }
+                _ => f64::NAN,
+            }
+        }
     }
 }

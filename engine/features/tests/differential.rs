@@ -1,13 +1,16 @@
 //! Random event sequences (with out-of-order arrivals within the allowed
-//! lateness) through the feature engine, checked against a naive reference
-//! that rescans every event seen so far.
+//! lateness) through the feature engine, checked against the naive
+//! reference that rescans every event seen so far, for every aggregation,
+//! both window kinds, composite entities and ratios. Also: snapshots restore
+//! to the same values, and expiry and the entity cap behave as documented.
 
-use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use compact_str::CompactString;
 use rand::{Rng, SeedableRng};
-use riskd_core::event::{Entities, Event, EventKind, Login, LoginMethod, Payload};
+use riskd_core::event::{Entities, Event, EventKind, Login, LoginMethod, Payload, Repayment};
+use riskd_features::reference::Reference;
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
 
 const DEFS: &str = r#"
@@ -37,67 +40,308 @@ of = "entity.user_id"
 window = "24h"
 
 [[feature]]
+name = "device.first_seen_hours"
+entity = "device"
+agg = "first_seen"
+unit = "h"
+window = "lifetime"
+
+[[feature]]
 name = "user.logins_lifetime"
 entity = "user"
 events = ["login"]
 agg = "count"
 window = "lifetime"
+
+[[feature]]
+name = "user.repaid_1h"
+entity = "user"
+events = ["repayment"]
+agg = "sum"
+of = "event.amount"
+window = "1h"
+
+[[feature]]
+name = "user.repaid_mean"
+entity = "user"
+events = ["repayment"]
+agg = "mean"
+of = "event.amount"
+window = "lifetime"
+
+[[feature]]
+name = "user.repaid_sum"
+entity = "user"
+events = ["repayment"]
+agg = "sum"
+of = "event.amount"
+window = "lifetime"
+
+[[feature]]
+name = "user.max_days_late_1h"
+entity = "user"
+events = ["repayment"]
+agg = "max"
+of = "event.days_late"
+window = "1h"
+
+[[feature]]
+name = "user.min_amount"
+entity = "user"
+events = ["repayment"]
+agg = "min"
+of = "event.amount"
+window = "lifetime"
+
+[[feature]]
+name = "user.mean_amount_10m"
+entity = "user"
+events = ["repayment"]
+agg = "mean"
+of = "event.amount"
+window = "10m"
+
+[[feature]]
+name = "user.last_amount_1h"
+entity = "user"
+events = ["repayment"]
+agg = "last"
+of = "event.amount"
+window = "1h"
+
+[[feature]]
+name = "user.last_amount"
+entity = "user"
+events = ["repayment"]
+agg = "last"
+of = "event.amount"
+window = "lifetime"
+
+[[feature]]
+name = "user.secs_since_prev_login_1h"
+entity = "user"
+events = ["login"]
+agg = "time_since"
+window = "1h"
+
+[[feature]]
+name = "user.mins_since_prev_event"
+entity = "user"
+agg = "time_since"
+unit = "m"
+window = "lifetime"
+
+[[feature]]
+name = "user.min_days_late"
+entity = "user"
+events = ["repayment"]
+agg = "min"
+of = "event.days_late"
+window = "1h"
+
+[[feature]]
+name = "ip24.first_seen_1h"
+entity = "ip24"
+agg = "first_seen"
+window = "1h"
+
+[[feature]]
+name = "ip24.distinct_users"
+entity = "ip24"
+agg = "distinct_count"
+of = "entity.user_id"
+window = "lifetime"
+
+[[feature]]
+name = "ip.distinct_devices_1h"
+entity = "ip"
+agg = "distinct_count"
+of = "entity.device_id"
+window = "1h"
+
+[[feature]]
+name = "user_device.events_24h"
+entity = "user+device"
+agg = "count"
+window = "24h"
+
+[[feature]]
+name = "event.repaid_per_login"
+entity = "event"
+agg = "ratio"
+numerator = "user.repaid_1h"
+denominator = "device.logins_1h"
 "#;
 
-struct Ev {
-    t: i64,
-    user: u32,
-    device: u32,
-    success: bool,
+fn set(text: &str) -> Arc<FeatureSet> {
+    Arc::new(FeatureSet::from_sources(&[("f.toml".into(), text.into())]).unwrap())
 }
 
-fn event(i: usize, e: &Ev) -> Event {
+fn event(i: usize, t: i64, user: u32, device: Option<u32>, ip: Option<[u8; 4]>, kind: u32, x: u32) -> Event {
+    let (kind, payload) = if kind == 0 {
+        (
+            EventKind::Login,
+            Payload::Login(Login { success: x % 3 != 0, method: LoginMethod::Password, failure_reason: None }),
+        )
+    } else {
+        (
+            EventKind::Repayment,
+            Payload::Repayment(Repayment {
+                loan_id: CompactString::from("l1"),
+                amount: f64::from(x % 997) * 1.37 + 0.1,
+                installment_no: 1,
+                days_late: x % 40,
+            }),
+        )
+    };
     Event {
         id: CompactString::from(format!("e{i}")),
-        kind: EventKind::Login,
-        time_ms: e.t,
+        kind,
+        time_ms: t,
         entities: Entities {
-            user_id: CompactString::from(format!("u{}", e.user)),
-            device_id: Some(CompactString::from(format!("d{}", e.device))),
-            ip: None,
+            user_id: CompactString::from(format!("u{user}")),
+            device_id: device.map(|d| CompactString::from(format!("d{d}"))),
+            ip: ip.map(|o| IpAddr::V4(Ipv4Addr::from(o))),
             phone: None,
             id_number: None,
             bank_card: None,
         },
-        payload: Payload::Login(Login { success: e.success, method: LoginMethod::Password, failure_reason: None }),
+        payload,
+    }
+}
+
+/// A random stream on a one-minute grid (so events land exactly on window
+/// edges and share timestamps): bursts, idle gaps longer than every window,
+/// and arrivals up to the allowed lateness out of order.
+fn stream(seed: u64, n: usize) -> Vec<Event> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let minute = 60_000;
+    let mut clock = 1_700_000_000_000i64 - 1_700_000_000_000i64 % minute;
+    (0..n)
+        .map(|i| {
+            clock += match rng.gen_range(0..100) {
+                0 => 26 * 60 * minute, // idle: everything windowed expires
+                1..=5 => rng.gen_range(0..120) * minute,
+                _ => rng.gen_range(0..3) * minute,
+            };
+            let t = if rng.gen_bool(0.3) { clock - rng.gen_range(0..=10) * minute } else { clock };
+            let device = rng.gen_bool(0.9).then(|| rng.gen_range(0..6));
+            let ip = rng.gen_bool(0.8).then(|| [10, 0, rng.gen_range(0..2), rng.gen_range(0..3)]);
+            event(i, t, rng.gen_range(0..8), device, ip, rng.gen_range(0..2), rng.gen())
+        })
+        .collect()
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+}
+
+#[test]
+fn every_aggregation_equals_a_naive_rescan() {
+    let set = set(DEFS);
+    for seed in 0..12u64 {
+        let mut engine = FeatureEngine::new(set.clone(), [7; 16]);
+        let mut reference = Reference::new(set.clone());
+        let mut fv = FeatureVector::default();
+        for (i, ev) in stream(seed, 700).into_iter().enumerate() {
+            let late = engine.update(&ev, &mut fv);
+            assert!(!late, "the stream stays within the allowed lateness");
+            reference.push(ev);
+            let want = reference.values(i);
+            if !same(&fv.0, &want) {
+                let diff: Vec<String> = set
+                    .defs
+                    .iter()
+                    .filter(|d| !same(&[fv.0[d.slot]], &[want[d.slot]]))
+                    .map(|d| format!("{}: engine {} reference {}", d.name, fv.0[d.slot], want[d.slot]))
+                    .collect();
+                panic!("seed {seed}, event {i}: {diff:#?}");
+            }
+        }
+        assert!(engine.stats().expired_entities > 0, "seed {seed}: idle gaps expire windowed entities");
     }
 }
 
 #[test]
-fn windows_equal_a_naive_rescan() {
-    let set = Arc::new(FeatureSet::from_sources(&[("f.toml".into(), DEFS.into())]).unwrap());
-    for seed in 0..20u64 {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut engine = FeatureEngine::new(set.clone(), [7; 16]);
-        let mut fv = FeatureVector::default();
-        let mut seen: Vec<Ev> = Vec::new();
-        let mut clock = 1_700_000_000_000i64;
-        for i in 0..600 {
-            clock += rng.gen_range(0..120_000);
-            // Up to 9 minutes late: inside the allowed lateness.
-            let late = if rng.gen_bool(0.2) { rng.gen_range(0..540_000) } else { 0 };
-            let e = Ev {
-                t: clock - late,
-                user: rng.gen_range(0..6),
-                device: rng.gen_range(0..3),
-                success: rng.gen_bool(0.6),
-            };
-            engine.update(&event(i, &e), &mut fv);
-            seen.push(e);
-            let cur = seen.last().unwrap();
-            let in_window = |w: i64, o: &&Ev| o.device == cur.device && o.t > cur.t - w && o.t <= cur.t;
-            let logins_1h = seen.iter().filter(|o| in_window(3_600_000, o)).count() as f64;
-            let failed_10m = seen.iter().filter(|o| in_window(600_000, o) && !o.success).count() as f64;
-            let users_24h =
-                seen.iter().filter(|o| in_window(86_400_000, o)).map(|o| o.user).collect::<HashSet<_>>().len() as f64;
-            let lifetime = seen.iter().filter(|o| o.user == cur.user).count() as f64;
-            assert_eq!(fv.0, vec![logins_1h, failed_10m, users_24h, lifetime], "seed {seed}, event {i}");
-        }
-        assert_eq!(engine.late_events(), 0);
+fn a_restored_snapshot_continues_exactly() {
+    let set = set(DEFS);
+    let events = stream(99, 1200);
+    let mut whole = FeatureEngine::new(set.clone(), [3; 16]);
+    let mut fv = FeatureVector::default();
+    let expected: Vec<Vec<f64>> = events
+        .iter()
+        .map(|e| {
+            whole.update(e, &mut fv);
+            fv.0.clone()
+        })
+        .collect();
+
+    let mut first = FeatureEngine::new(set.clone(), [3; 16]);
+    for e in &events[..555] {
+        first.update(e, &mut fv);
     }
+    let mut bytes = Vec::new();
+    first.write_snapshot(&mut bytes).unwrap();
+    let mut second = FeatureEngine::restore(set.clone(), [3; 16], &mut bytes.as_slice()).unwrap();
+    assert_eq!(second.entity_count(), first.entity_count());
+    for (i, e) in events.iter().enumerate().skip(555) {
+        second.update(e, &mut fv);
+        assert!(same(&fv.0, &expected[i]), "event {i} after restore");
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    whole.write_snapshot(&mut a).unwrap();
+    second.write_snapshot(&mut b).unwrap();
+    assert_eq!(a, b, "the restored run ends in byte-identical state");
+
+    // A snapshot is refused with another key, another feature set, or damage.
+    let err = FeatureEngine::restore(set.clone(), [4; 16], &mut bytes.as_slice()).err().unwrap();
+    assert!(err.to_string().contains("different PII key"), "{err}");
+    let other = self::set(&DEFS.replace("\"10m\"\n\n[[feature]]", "\"15m\"\n\n[[feature]]"));
+    let err = FeatureEngine::restore(other, [3; 16], &mut bytes.as_slice()).err().unwrap();
+    assert!(err.to_string().contains("cannot be carried over a feature change"), "{err}");
+    let err = FeatureEngine::restore(set, [3; 16], &mut &bytes[..bytes.len() / 2]).err().unwrap();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+#[test]
+fn windowed_entities_expire_once_no_window_can_see_them() {
+    let set = set("[settings]\nallowed_lateness = \"1m\"\n[[feature]]\nname = \"user.n_1h\"\nentity = \"user\"\nagg = \"count\"\nwindow = \"1h\"\n");
+    let mut engine = FeatureEngine::new(set, [1; 16]);
+    let mut fv = FeatureVector::default();
+    let t0 = 1_700_000_000_000;
+    for u in 0..50 {
+        engine.update(&event(u, t0 + u as i64, u as u32, None, None, 0, 1), &mut fv);
+    }
+    assert_eq!(engine.entity_count(), 50);
+    // Still visible at the edge of the window plus lateness: nothing expires.
+    for i in 0..20 {
+        engine.update(&event(100 + i, t0 + 3_659_999, 1000, None, None, 0, 1), &mut fv);
+    }
+    assert_eq!(engine.stats().expired_entities, 0);
+    // Past it, every idle entity goes (a few per event).
+    for i in 0..40 {
+        engine.update(&event(200 + i, t0 + 3_700_000, 1000, None, None, 0, 1), &mut fv);
+    }
+    assert_eq!(engine.stats().expired_entities, 50);
+    assert_eq!(engine.entity_count(), 1);
+}
+
+#[test]
+fn the_entity_cap_evicts_the_least_recently_seen() {
+    let text = "[settings]\nmax_entities = 3\n[[feature]]\nname = \"user.n\"\nentity = \"user\"\nagg = \"count\"\nwindow = \"lifetime\"\n";
+    let mut engine = FeatureEngine::new(set(text), [1; 16]);
+    let mut fv = FeatureVector::default();
+    let t0 = 1_700_000_000_000;
+    let hour = 3_600_000;
+    // u0, u1, u2 seen an hour apart; u0 again later, so u1 is the least recent.
+    for (i, (u, t)) in [(0, 0), (1, hour), (2, 2 * hour), (0, 3 * hour)].into_iter().enumerate() {
+        engine.update(&event(i, t0 + t, u, None, None, 0, 1), &mut fv);
+    }
+    engine.update(&event(10, t0 + 4 * hour, 3, None, None, 0, 1), &mut fv);
+    assert_eq!(engine.stats().evicted_entities, 1);
+    assert_eq!(engine.entity_count(), 3);
+    engine.update(&event(11, t0 + 5 * hour, 0, None, None, 0, 1), &mut fv);
+    assert_eq!(fv.0, vec![3.0], "u0 kept its history");
+    engine.update(&event(12, t0 + 6 * hour, 1, None, None, 0, 1), &mut fv);
+    assert_eq!(fv.0, vec![1.0], "u1 was evicted and starts again");
 }

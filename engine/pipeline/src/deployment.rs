@@ -132,7 +132,12 @@ impl Deployment {
             Ok(f) => Arc::new(f),
             Err(e) => {
                 err.features = e;
-                Arc::new(FeatureSet { defs: Vec::new(), version: String::new(), allowed_lateness_ms: 0 })
+                Arc::new(FeatureSet {
+                    defs: Vec::new(),
+                    version: String::new(),
+                    allowed_lateness_ms: 0,
+                    limits: Default::default(),
+                })
             }
         };
         let mut models = Vec::new();

@@ -1,0 +1,139 @@
+//! Feature state to bytes and back, for checkpoints.
+//!
+//! The encoding holds only keyed hashes of entity values, event times and
+//! numbers: no clear-text entity value. Equal state gives equal bytes
+//! (entities and sets are written in sorted order).
+
+use std::collections::VecDeque;
+use std::hash::Hasher;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher13;
+
+use crate::def::FeatureSet;
+use crate::state::{Entity, FeatureEngine, KeyMap, StateStats};
+
+/// Bumped whenever the encoding changes; older snapshots are refused.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the snapshot was taken with feature set {snapshot}, but the deployment has {current}; state cannot be carried over a feature change")]
+    FeatureSetChanged { snapshot: String, current: String },
+    #[error("the snapshot was taken with a different PII key (entity hashes would not match)")]
+    KeyChanged,
+    #[error("the snapshot format {found} is not the supported {SNAPSHOT_FORMAT}")]
+    Format { found: u32 },
+    #[error("the snapshot is corrupt: {0}")]
+    Corrupt(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    format: u32,
+    feature_set_version: String,
+    key_check: u64,
+    max_event_time: i64,
+    stats: StateStats,
+    tables: Vec<TableBody>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TableBody {
+    entity: String,
+    features: Vec<String>,
+    entries: Vec<(u128, Entity)>,
+    queue: VecDeque<(i64, u128)>,
+}
+
+fn key_check(keys: (u64, u64)) -> u64 {
+    let mut h = SipHasher13::new_with_keys(keys.0, keys.1);
+    h.write(b"riskd feature state key check");
+    h.finish()
+}
+
+impl FeatureEngine {
+    /// Writes the whole state.
+    pub fn write_snapshot(&self, w: &mut impl Write) -> Result<(), SnapshotError> {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| {
+                let mut entries: Vec<(u128, Entity)> = t.map.iter().map(|(k, e)| (*k, e.clone())).collect();
+                entries.sort_unstable_by_key(|(k, _)| *k);
+                TableBody {
+                    entity: t.entity.to_string(),
+                    features: t.features.iter().map(|&i| self.set.defs[i].name.clone()).collect(),
+                    entries,
+                    queue: t.queue.clone(),
+                }
+            })
+            .collect();
+        let body = Body {
+            format: SNAPSHOT_FORMAT,
+            feature_set_version: self.set.version.clone(),
+            key_check: key_check(self.keys),
+            max_event_time: self.max_event_time,
+            stats: self.stats,
+            tables,
+        };
+        bincode::serialize_into(w, &body).map_err(|e| match *e {
+            bincode::ErrorKind::Io(io) => SnapshotError::Io(io),
+            other => SnapshotError::Corrupt(other.to_string()),
+        })
+    }
+
+    /// Rebuilds an engine from a snapshot taken with the same feature set and key.
+    pub fn restore(set: Arc<FeatureSet>, hash_key: [u8; 16], r: &mut impl Read) -> Result<Self, SnapshotError> {
+        let body: Body = bincode::deserialize_from(r).map_err(|e| match *e {
+            bincode::ErrorKind::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => SnapshotError::Io(io),
+            other => SnapshotError::Corrupt(other.to_string()),
+        })?;
+        if body.format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::Format { found: body.format });
+        }
+        if body.feature_set_version != set.version {
+            return Err(SnapshotError::FeatureSetChanged {
+                snapshot: body.feature_set_version,
+                current: set.version.clone(),
+            });
+        }
+        let mut engine = FeatureEngine::new(set, hash_key);
+        if body.key_check != key_check(engine.keys) {
+            return Err(SnapshotError::KeyChanged);
+        }
+        if body.tables.len() != engine.tables.len() {
+            return Err(SnapshotError::Corrupt(format!(
+                "{} entity tables, the feature set has {}",
+                body.tables.len(),
+                engine.tables.len()
+            )));
+        }
+        for (table, tb) in engine.tables.iter_mut().zip(body.tables) {
+            let names: Vec<&str> = table.features.iter().map(|&i| engine.set.defs[i].name.as_str()).collect();
+            if tb.entity != table.entity.to_string() || tb.features != names {
+                return Err(SnapshotError::Corrupt(format!("table `{}` does not match the feature set", tb.entity)));
+            }
+            let mut map = KeyMap::default();
+            map.reserve(tb.entries.len());
+            for (k, e) in tb.entries {
+                if e.series_len() != names.len() {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "an entity of `{}` has the wrong series count",
+                        tb.entity
+                    )));
+                }
+                map.insert(k, e);
+            }
+            table.map = map;
+            table.queue = tb.queue;
+        }
+        engine.max_event_time = body.max_event_time;
+        engine.stats = body.stats;
+        Ok(engine)
+    }
+}
