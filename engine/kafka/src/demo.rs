@@ -129,7 +129,7 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<bool> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve_cfg = k.clone();
     let engine = tokio::spawn(async move {
-        crate::serve::run(&serve_cfg, pipeline, ready, async {
+        crate::serve::run(&serve_cfg, pipeline, None, ready, async {
             let _ = stop_rx.await;
         })
         .await

@@ -1,20 +1,23 @@
 //! The live driver.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
 use riskd_core::metric;
 use riskd_core::SourcePosition;
 use riskd_pipeline::config::KafkaConfig;
-use riskd_pipeline::{Outcome, Pipeline};
+use riskd_pipeline::{CheckpointError, CheckpointMeta, CheckpointStore, Outcome, Pipeline};
 
 use crate::client::{consumer_config, producer_config};
 
@@ -26,6 +29,144 @@ pub enum ServeError {
     Kafka(#[from] KafkaError),
     #[error("output to `{topic}` was not acknowledged: {message}; stopping without committing past it")]
     Delivery { topic: String, message: String },
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Where and how often feature state is checkpointed while serving.
+#[derive(Clone, Debug)]
+pub struct Checkpointing {
+    pub store: CheckpointStore,
+    pub interval: Duration,
+}
+
+/// Consumer context that starts partitions restored from a checkpoint at
+/// the checkpoint's offsets instead of the group's committed ones.
+#[derive(Default)]
+pub struct ResumeContext {
+    resume: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl ClientContext for ResumeContext {}
+
+impl ConsumerContext for ResumeContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut resume = self.resume.lock().expect("resume map");
+                let assigned: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                for (topic, partition) in assigned {
+                    // Only the first assignment after start resumes from the
+                    // checkpoint; later ones continue from committed offsets.
+                    if let Some(o) = resume.remove(&(topic.clone(), partition)) {
+                        tracing::info!(topic = %topic, partition, offset = o, "resuming from the checkpoint");
+                        if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(o)) {
+                            tracing::warn!(error = %e, "cannot set the checkpoint offset");
+                        }
+                    }
+                }
+                drop(resume);
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "partition assignment failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "partition revocation failed");
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+type Input = StreamConsumer<ResumeContext>;
+
+/// Restores feature state and decides where each partition resumes.
+/// Returns the offsets the state reflects (empty without a checkpoint).
+fn restore(
+    consumer: &Input,
+    kafka: &KafkaConfig,
+    pipeline: &mut Pipeline,
+    store: &CheckpointStore,
+) -> Result<BTreeMap<String, i64>, ServeError> {
+    let meta = match pipeline.restore_checkpoint(store) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            tracing::info!(path = %store.path().display(), "no checkpoint yet: starting with empty feature state");
+            return Ok(BTreeMap::new());
+        }
+        Err(CheckpointError::State { source: riskd_features::SnapshotError::FeatureSetChanged { .. }, .. }) => {
+            tracing::warn!(
+                path = %store.path().display(),
+                "the checkpoint belongs to another feature set: starting with empty feature state from the committed offsets; windowed features fill up again over their window"
+            );
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let timeout = Duration::from_secs(10);
+    let cluster = consumer.client().fetch_cluster_id(timeout);
+    let mut stale = None;
+    if meta.cluster_id.is_some() && cluster.is_some() && meta.cluster_id != cluster {
+        stale = Some("it was taken on another Kafka cluster".to_string());
+    }
+    if meta.group_id.as_deref() != Some(kafka.group_id.as_str()) {
+        // The checkpoint's offsets, not the group's, say where the state stands.
+        tracing::info!(checkpoint_group = ?meta.group_id, group = %kafka.group_id, "the checkpoint was taken under another consumer group; resuming from its offsets");
+    }
+    if meta.offsets.keys().any(|k| k.rsplit_once('/').and_then(|(_, p)| p.parse::<i32>().ok()).is_none()) {
+        stale = Some("it names a malformed partition".to_string());
+    }
+    if let Some(why) = stale {
+        tracing::warn!(path = %store.path().display(), reason = %why, "ignoring the checkpoint: starting with empty feature state from the committed offsets");
+        pipeline.reset_features();
+        return Ok(BTreeMap::new());
+    }
+    let mut resume = consumer.context().resume.lock().expect("resume map");
+    for (key, &offset) in &meta.offsets {
+        if let Some((topic, p)) = key.rsplit_once('/') {
+            resume.insert((topic.to_string(), p.parse().expect("checked")), offset);
+        }
+    }
+    tracing::info!(
+        path = %store.path().display(),
+        events = meta.events,
+        entities = pipeline.feature_engine().entity_count(),
+        written_at = %meta.written_at,
+        "feature state restored from the checkpoint"
+    );
+    Ok(meta.offsets)
+}
+
+/// Inputs from a restored partition that were decided and acknowledged
+/// before the restart (below the group's committed offset) rebuild state
+/// without being published again.
+fn already_published(consumer: &Input, offsets: &BTreeMap<String, i64>) -> HashMap<(String, i32), i64> {
+    let mut tpl = TopicPartitionList::new();
+    for key in offsets.keys() {
+        if let Some((t, p)) = key.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse::<i32>().ok()?))) {
+            tpl.add_partition(t, p);
+        }
+    }
+    let mut out = HashMap::new();
+    match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+        Ok(committed) => {
+            for e in committed.elements() {
+                let key = CheckpointMeta::partition_key(e.topic(), e.partition());
+                if let (Offset::Offset(c), Some(&s)) = (e.offset(), offsets.get(&key)) {
+                    if c > s {
+                        out.insert((e.topic().to_string(), e.partition()), c);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "committed offsets unavailable: inputs since the checkpoint may be decided twice (same decision ids)")
+        }
+    }
+    out
 }
 
 /// Counts for the shutdown log line.
@@ -45,7 +186,7 @@ struct Done {
     acked: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
 }
 
-fn acknowledge(consumer: &StreamConsumer, done: Done) -> Result<(), ServeError> {
+fn acknowledge(consumer: &Input, done: Done) -> Result<(), ServeError> {
     match done.acked {
         Ok(Ok(_)) => {
             // Fails only when the partition was revoked meanwhile; its new
@@ -60,6 +201,41 @@ fn acknowledge(consumer: &StreamConsumer, done: Done) -> Result<(), ServeError> 
             topic: done.output_topic.to_string(),
             message: "the producer was dropped".into(),
         }),
+    }
+}
+
+/// Encodes the state between events, then writes it off the event loop's
+/// thread. A failed write is logged and counted; serving goes on and the
+/// previous checkpoint stays in place.
+async fn write_checkpoint(pipeline: &mut Pipeline, ck: &Checkpointing, meta: CheckpointMeta) {
+    let t = Instant::now();
+    let bytes = pipeline.checkpoint(&meta);
+    let encoded = t.elapsed();
+    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode").record(encoded.as_secs_f64());
+    metrics::gauge!(metric::CHECKPOINT_BYTES).set(bytes.len() as f64);
+    let store = ck.store.clone();
+    let len = bytes.len();
+    let t = Instant::now();
+    let written = tokio::task::spawn_blocking(move || store.write(&bytes)).await;
+    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "write").record(t.elapsed().as_secs_f64());
+    match written {
+        Ok(Ok(())) => {
+            metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "ok").increment(1);
+            tracing::debug!(
+                bytes = len,
+                events = meta.events,
+                encode_ms = encoded.as_millis() as u64,
+                "checkpoint written"
+            );
+        }
+        Ok(Err(e)) => {
+            metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "error").increment(1);
+            tracing::error!(error = %e, "checkpoint not written; the previous one stays in place");
+        }
+        Err(e) => {
+            metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "error").increment(1);
+            tracing::error!(error = %e, "checkpoint writer failed");
+        }
     }
 }
 
@@ -92,14 +268,22 @@ pub(crate) async fn send(
 pub async fn run(
     kafka: &KafkaConfig,
     mut pipeline: Pipeline,
+    checkpoints: Option<Checkpointing>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<ServeStats, ServeError> {
     if kafka.brokers.is_empty() {
         return Err(ServeError::NoBrokers);
     }
-    let consumer: StreamConsumer = consumer_config(kafka).create()?;
+    let consumer: Input = consumer_config(kafka).create_with_context(ResumeContext::default())?;
     let producer: FutureProducer = producer_config(kafka).create()?;
+    let mut positions = BTreeMap::new();
+    let mut skip_output: HashMap<(String, i32), i64> = HashMap::new();
+    if let Some(ck) = &checkpoints {
+        positions = restore(&consumer, kafka, &mut pipeline, &ck.store)?;
+        skip_output = already_published(&consumer, &positions);
+    }
+    let cluster_id = consumer.client().fetch_cluster_id(Duration::from_secs(5));
     let topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     ready.store(true, Ordering::Relaxed);
@@ -115,13 +299,47 @@ pub async fn run(
     let mut in_flight: FuturesOrdered<_> = FuturesOrdered::new();
     let mut topic_names: Vec<Arc<str>> = Vec::new();
     let mut result = Ok(());
+    let mut position_keys: HashMap<(Arc<str>, i32), String> = HashMap::new();
+    // The first input read from each restored partition must be the one the
+    // checkpoint expects; anything earlier means the topic was recreated.
+    let mut expect_first: HashMap<(String, i32), i64> = positions
+        .iter()
+        .filter_map(|(k, &o)| k.rsplit_once('/').and_then(|(t, p)| Some(((t.to_string(), p.parse().ok()?), o))))
+        .collect();
+    let mut events_in_state = 0u64;
+    let mut checkpointed_at = 0u64;
+    let mut next_checkpoint = checkpoints.as_ref().map(|c| Instant::now() + c.interval);
+    let mut checkpoint_due = false;
     tokio::pin!(shutdown);
 
     loop {
         in_flight_gauge.set(in_flight.len() as f64);
+        if let (Some(ck), Some(at)) = (&checkpoints, next_checkpoint) {
+            checkpoint_due |= Instant::now() >= at;
+            // Taken only with nothing in flight: every input in the state
+            // then has an acknowledged output.
+            if checkpoint_due && in_flight.is_empty() {
+                if events_in_state != checkpointed_at {
+                    let meta = CheckpointMeta {
+                        feature_set: pipeline.deployment().features.version.clone(),
+                        cluster_id: cluster_id.clone(),
+                        group_id: Some(kafka.group_id.clone()),
+                        offsets: positions.clone(),
+                        events: events_in_state,
+                        written_at: riskd_pipeline::checkpoint::now_text(),
+                    };
+                    write_checkpoint(&mut pipeline, ck, meta).await;
+                    checkpointed_at = events_in_state;
+                }
+                checkpoint_due = false;
+                next_checkpoint = Some(Instant::now() + ck.interval);
+            }
+        }
+        let wake = next_checkpoint.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(wake.into()), if !checkpoint_due => {}
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(e) = acknowledge(&consumer, done) {
                     output_errors.increment(1);
@@ -129,7 +347,7 @@ pub async fn run(
                     break;
                 }
             }
-            msg = consumer.recv(), if in_flight.len() < kafka.max_in_flight => {
+            msg = consumer.recv(), if in_flight.len() < kafka.max_in_flight && !checkpoint_due => {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -148,7 +366,32 @@ pub async fn run(
                 };
                 let (partition, offset) = (msg.partition(), msg.offset());
                 let payload = msg.payload().unwrap_or_default();
+                if !expect_first.is_empty() {
+                    if let Some(expected) = expect_first.remove(&(topic.to_string(), partition)) {
+                        if offset < expected {
+                            tracing::error!(topic = %topic, partition, offset, expected, "the input is behind the checkpoint (topic recreated?): dropping the restored feature state");
+                            pipeline.reset_features();
+                            expect_first.clear();
+                        } else if offset > expected {
+                            tracing::warn!(topic = %topic, partition, offset, expected, "inputs between the checkpoint and the first available offset are gone (retention?): features miss them");
+                        }
+                    }
+                }
                 let outcome = pipeline.process(payload, || SourcePosition::Kafka { topic: topic.to_string(), partition, offset });
+                if checkpoints.is_some() {
+                    let key = position_keys
+                        .entry((topic.clone(), partition))
+                        .or_insert_with(|| CheckpointMeta::partition_key(&topic, partition));
+                    positions.insert(key.clone(), offset + 1);
+                    events_in_state += 1;
+                    if let Some(&until) = skip_output.get(&(topic.to_string(), partition)) {
+                        if offset < until {
+                            // Decided and acknowledged before the restart.
+                            continue;
+                        }
+                        skip_output.remove(&(topic.to_string(), partition));
+                    }
+                }
                 let (output_topic, key, body) = match &outcome {
                     Outcome::Decision(d) => {
                         stats.decisions += 1;
@@ -190,6 +433,19 @@ pub async fn run(
             // Nothing stored since the last commit is not an error worth failing for.
             if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
                 tracing::warn!(error = %e, "final commit failed; the next start may repeat some decisions");
+            }
+        }
+        if let (Ok(()), Some(ck)) = (&result, &checkpoints) {
+            if events_in_state != checkpointed_at {
+                let meta = CheckpointMeta {
+                    feature_set: pipeline.deployment().features.version.clone(),
+                    cluster_id: cluster_id.clone(),
+                    group_id: Some(kafka.group_id.clone()),
+                    offsets: positions.clone(),
+                    events: events_in_state,
+                    written_at: riskd_pipeline::checkpoint::now_text(),
+                };
+                write_checkpoint(&mut pipeline, ck, meta).await;
             }
         }
     }

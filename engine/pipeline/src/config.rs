@@ -40,6 +40,12 @@ pub struct EngineConfig {
     /// (0: only on SIGHUP). A change is put in force only if it compiles and
     /// its analyst tests pass.
     pub rules_reload_interval_ms: u64,
+    /// Directory for feature-state checkpoints (one file, `state.ckpt`).
+    /// Empty: no checkpoints, and a restart begins with empty feature state.
+    pub state_dir: PathBuf,
+    /// While serving, feature state and the input offsets it reflects are
+    /// checkpointed this often (and at shutdown).
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -100,6 +106,8 @@ impl Default for EngineConfig {
             reason_codes: 3,
             include_features: false,
             rules_reload_interval_ms: 2000,
+            state_dir: ".riskd/state".into(),
+            checkpoint_interval_ms: 10_000,
         }
     }
 }

@@ -17,12 +17,14 @@
 //! The scorecard runs before the rules so that policy rules can read
 //! `model.score`; see `docs/architecture.md`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod deployment;
 pub mod pipeline;
 pub mod replay;
 pub mod train;
 
+pub use checkpoint::{CheckpointError, CheckpointMeta, CheckpointStore};
 pub use config::Config;
 pub use deployment::{Deployment, LoadError};
 pub use pipeline::{Outcome, Pipeline};

@@ -13,6 +13,7 @@ use riskd_features::{FeatureEngine, FeatureVector};
 use riskd_rules::{Slot, Source, Verdict};
 use riskd_scorecard::{ModelError, Scorecard};
 
+use crate::checkpoint::{CheckpointError, CheckpointMeta, CheckpointStore};
 use crate::config::EngineConfig;
 use crate::deployment::{Deployment, RuleState, FEATURE_BASE, MODEL_BASE, MODEL_PROBABILITY, MODEL_SCORE};
 
@@ -34,6 +35,48 @@ struct Metrics {
     rules: Histogram,
     decision: Histogram,
     late: Counter,
+    state: StateMetrics,
+}
+
+/// Feature-state gauges and counters, published every few thousand events.
+struct StateMetrics {
+    entities: Vec<(String, metrics::Gauge)>,
+    expired: Counter,
+    evicted: Counter,
+    dropped: Counter,
+    published: riskd_features::StateStats,
+}
+
+impl StateMetrics {
+    fn new() -> Self {
+        StateMetrics {
+            entities: Vec::new(),
+            expired: metrics::counter!(metric::FEATURE_ENTITIES_REMOVED_TOTAL, "reason" => "expired"),
+            evicted: metrics::counter!(metric::FEATURE_ENTITIES_REMOVED_TOTAL, "reason" => "cap"),
+            dropped: metrics::counter!(metric::FEATURE_POINTS_DROPPED_TOTAL),
+            published: Default::default(),
+        }
+    }
+
+    fn publish(&mut self, engine: &FeatureEngine) {
+        for (kind, n) in engine.entities_by_kind() {
+            let name = kind.to_string();
+            let i = match self.entities.iter().position(|(k, _)| *k == name) {
+                Some(i) => i,
+                None => {
+                    let g = metrics::gauge!(metric::FEATURE_ENTITIES, "entity" => name.clone());
+                    self.entities.push((name, g));
+                    self.entities.len() - 1
+                }
+            };
+            self.entities[i].1.set(n as f64);
+        }
+        let now = engine.stats();
+        self.expired.increment(now.expired_entities.saturating_sub(self.published.expired_entities));
+        self.evicted.increment(now.evicted_entities.saturating_sub(self.published.evicted_entities));
+        self.dropped.increment(now.dropped_points.saturating_sub(self.published.dropped_points));
+        self.published = now;
+    }
 }
 
 impl Metrics {
@@ -58,6 +101,7 @@ impl Metrics {
             rules: h(stage::RULES),
             decision: metrics::histogram!(metric::DECISION_LATENCY_SECONDS),
             late: metrics::counter!(metric::LATE_EVENTS_TOTAL),
+            state: StateMetrics::new(),
         }
     }
 }
@@ -73,6 +117,7 @@ pub struct Pipeline {
     include_features: bool,
     metrics: Metrics,
     hit_counters: (Option<Arc<RuleState>>, HashMap<usize, Counter>),
+    decided: u64,
 }
 
 /// What rules read for one event, by slot.
@@ -130,6 +175,7 @@ impl Pipeline {
             include_features: cfg.include_features,
             metrics: Metrics::new(),
             hit_counters: (None, HashMap::new()),
+            decided: 0,
         })
     }
 
@@ -143,6 +189,32 @@ impl Pipeline {
 
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// Replaces the feature state with the checkpoint's, if there is one.
+    pub fn restore_checkpoint(&mut self, store: &CheckpointStore) -> Result<Option<CheckpointMeta>, CheckpointError> {
+        let key = state_key(self.decoder.keys());
+        match store.load(self.deployment.features.clone(), key)? {
+            Some((meta, engine)) => {
+                self.features = engine;
+                self.metrics.state.publish(&self.features);
+                Ok(Some(meta))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Drops all feature state (e.g. when a checkpoint turned out not to
+    /// belong to the input being read).
+    pub fn reset_features(&mut self) {
+        self.features = FeatureEngine::new(self.deployment.features.clone(), state_key(self.decoder.keys()));
+        self.metrics.state.publish(&self.features);
+    }
+
+    /// Encodes the feature state with `meta` for [`CheckpointStore::write`].
+    pub fn checkpoint(&mut self, meta: &CheckpointMeta) -> Vec<u8> {
+        self.metrics.state.publish(&self.features);
+        CheckpointStore::encode(meta, &self.features)
     }
 
     /// Decodes and decides one input. `source` is only evaluated for dead letters.
@@ -167,6 +239,10 @@ impl Pipeline {
         let t = Instant::now();
         if self.features.update(ev, &mut self.fv) {
             self.metrics.late.increment(1);
+        }
+        self.decided += 1;
+        if self.decided % 4096 == 0 {
+            self.metrics.state.publish(&self.features);
         }
         self.metrics.features.record(t.elapsed().as_secs_f64());
 

@@ -274,7 +274,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let every = cfg.engine.rules_reload_interval_ms;
                 let interval = (every > 0).then(|| std::time::Duration::from_millis(every));
                 tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, status, shutdown_signal()));
-                riskd_kafka::serve::run(&cfg.kafka, pipeline, ready, shutdown_signal()).await?;
+                let checkpoints =
+                    (!cfg.engine.state_dir.as_os_str().is_empty()).then(|| riskd_kafka::serve::Checkpointing {
+                        store: riskd_pipeline::CheckpointStore::new(&cfg.engine.state_dir),
+                        interval: std::time::Duration::from_millis(cfg.engine.checkpoint_interval_ms.max(1)),
+                    });
+                riskd_kafka::serve::run(&cfg.kafka, pipeline, checkpoints, ready, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }

@@ -46,6 +46,27 @@ pub async fn produce(brokers: &str, topic: &str, lines: &[Vec<u8>], key: impl Fn
     }
 }
 
+/// Like [`produce`], but waits for each acknowledgement before the next send,
+/// so every message is its own record batch. tansu 0.6 serves a fetch only
+/// from batch boundaries, so a consumer resuming at an offset inside a batch
+/// would get nothing; tests that restart mid-stream produce this way.
+pub async fn produce_one_by_one(brokers: &str, topic: &str, lines: &[Vec<u8>], key: impl Fn(&[u8]) -> String) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for line in lines {
+        let k = key(line);
+        producer
+            .send(FutureRecord::to(topic).key(&k).payload(line), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce acknowledged");
+    }
+}
+
 /// Reads every message of `topics` (all partitions, from the beginning)
 /// until `want` messages were read in total or `timeout` passes.
 pub fn collect(brokers: &str, topics: &[&str], partitions: i32, want: usize, timeout: Duration) -> Vec<OwnedMessage> {

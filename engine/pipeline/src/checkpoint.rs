@@ -1,0 +1,155 @@
+//! Checkpoints: feature state together with the input position it reflects,
+//! in one file written atomically.
+//!
+//! Layout of `state.ckpt`:
+//!
+//! ```text
+//! "RISKDCKP" | u32 format | u32 meta length | meta (JSON) | feature state | SHA-256 of all before
+//! ```
+//!
+//! The file is written to a temporary name, synced, renamed over the old one
+//! and the directory synced, so a crash leaves either the old or the new
+//! checkpoint, never a torn one. The state holds keyed hashes of entity
+//! values, never the values (see `riskd_features::FeatureEngine::write_snapshot`).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use riskd_features::{FeatureEngine, FeatureSet, SnapshotError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8; 8] = b"RISKDCKP";
+const FORMAT: u32 = 1;
+const FILE_NAME: &str = "state.ckpt";
+
+/// Where the input stood when the state was taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// The feature set version the state belongs to.
+    pub feature_set: String,
+    /// Kafka: the cluster and consumer group the offsets belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// Kafka: next offset to read per `topic/partition`; every input before
+    /// it is in the state and its output was acknowledged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsets: BTreeMap<String, i64>,
+    /// Inputs reflected in the state since the engine first started.
+    pub events: u64,
+    /// Wall-clock time the checkpoint was written (information only).
+    pub written_at: String,
+}
+
+impl CheckpointMeta {
+    pub fn partition_key(topic: &str, partition: i32) -> String {
+        format!("{topic}/{partition}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error(
+        "{path}: not a checkpoint file, or a damaged one ({what}); move it aside to start with empty feature state"
+    )]
+    Damaged { path: String, what: String },
+    #[error("{path}: {source}")]
+    State { path: String, source: SnapshotError },
+}
+
+/// The checkpoint file of one engine.
+#[derive(Clone, Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+}
+
+impl CheckpointStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CheckpointStore { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// Encodes a checkpoint; cheap enough to do between events, while the
+    /// slow part ([`CheckpointStore::write`]) can run elsewhere.
+    pub fn encode(meta: &CheckpointMeta, engine: &FeatureEngine) -> Vec<u8> {
+        let meta_json = serde_json::to_vec(meta).expect("checkpoint metadata serializes");
+        let mut buf = Vec::with_capacity(64 + meta_json.len() + 64 * engine.entity_count());
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FORMAT.to_le_bytes());
+        buf.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&meta_json);
+        engine.write_snapshot(&mut buf).expect("writing to memory cannot fail");
+        let digest = Sha256::digest(&buf);
+        buf.extend_from_slice(&digest);
+        buf
+    }
+
+    /// Replaces the checkpoint atomically with `bytes` from [`CheckpointStore::encode`].
+    pub fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let io = |path: &Path, e: std::io::Error| CheckpointError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
+        drop(f);
+        let path = self.path();
+        fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io(&self.dir, e))?;
+        Ok(())
+    }
+
+    /// Reads the metadata and restores the state. `Ok(None)`: no checkpoint yet.
+    pub fn load(
+        &self,
+        set: Arc<FeatureSet>,
+        hash_key: [u8; 16],
+    ) -> Result<Option<(CheckpointMeta, FeatureEngine)>, CheckpointError> {
+        let path = self.path();
+        let shown = path.display().to_string();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CheckpointError::Io { path: shown, message: e.to_string() }),
+        };
+        let damaged = |what: &str| CheckpointError::Damaged { path: shown.clone(), what: what.to_string() };
+        if bytes.len() < MAGIC.len() + 8 + 32 || &bytes[..8] != MAGIC {
+            return Err(damaged("no checkpoint header"));
+        }
+        let (body, digest) = bytes.split_at(bytes.len() - 32);
+        if Sha256::digest(body).as_slice() != digest {
+            return Err(damaged("checksum mismatch"));
+        }
+        let format = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        if format != FORMAT {
+            return Err(damaged(&format!("format {format}, this engine reads {FORMAT}")));
+        }
+        let meta_len = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
+        let Some(meta_bytes) = body.get(16..16 + meta_len) else {
+            return Err(damaged("metadata length"));
+        };
+        let meta: CheckpointMeta = serde_json::from_slice(meta_bytes).map_err(|e| damaged(&e.to_string()))?;
+        let mut state = &body[16 + meta_len..];
+        let engine = FeatureEngine::restore(set, hash_key, &mut state)
+            .map_err(|source| CheckpointError::State { path: shown.clone(), source })?;
+        Ok(Some((meta, engine)))
+    }
+}
+
+/// Wall-clock time as RFC 3339, for the checkpoint's information field.
+pub fn now_text() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    riskd_core::decision::Decision::event_time_text(ms)
+}
