@@ -40,6 +40,10 @@ pub struct EngineConfig {
     /// (0: only on SIGHUP). A change is put in force only if it compiles and
     /// its analyst tests pass.
     pub rules_reload_interval_ms: u64,
+    /// How often the model directories are polled for a new model version,
+    /// milliseconds (0: only on SIGHUP). A new version is put in force only
+    /// if it loads and validates.
+    pub models_reload_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             reason_codes: 3,
             include_features: false,
             rules_reload_interval_ms: 2000,
+            models_reload_interval_ms: 2000,
         }
     }
 }

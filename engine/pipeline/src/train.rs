@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use lightgbm3::{Booster, Dataset};
 use riskd_core::{Decoder, KeyRing, Limits};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
-use riskd_scorecard::{read_manifest, InputMapper, ModelError};
+use riskd_scorecard::lgbm::{self, LgbmError};
+use riskd_scorecard::{check_manifest, read_manifest, InputKind, InputMapper, Manifest, ModelError};
 use serde::Serialize;
 
 use crate::replay::{open_input, Recorded};
@@ -56,13 +56,20 @@ pub struct TrainReport {
     pub params: serde_json::Value,
 }
 
+/// Training defaults. Fraud signals are sparse (a shared device, an
+/// emulator: a few rows in hundreds), so the dataset keeps every input
+/// (`feature_pre_filter = false`), bins hold single rows and leaves need
+/// only 5 rows; with LightGBM's defaults such inputs are dropped before
+/// training and their reason codes can never appear.
 pub fn default_params() -> serde_json::Value {
     serde_json::json!({
         "objective": "binary",
         "num_iterations": 200,
         "num_leaves": 31,
         "learning_rate": 0.05,
-        "min_data_in_leaf": 20,
+        "min_data_in_leaf": 5,
+        "min_data_in_bin": 1,
+        "feature_pre_filter": false,
         "feature_fraction": 0.9,
         "bagging_fraction": 1.0,
         "seed": 7,
@@ -178,6 +185,77 @@ pub fn ks(scores: &[f64], labels: &[f32]) -> f64 {
     best
 }
 
+/// The parameters a training run uses: the defaults, `over` merged in, and
+/// the manifest's categorical inputs added to `categorical_feature`. A
+/// `categorical_feature` given by input name is turned into column numbers,
+/// as LightGBM's C API wants them.
+pub fn training_params(
+    manifest: &Manifest,
+    over: &serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
+    let serde_json::Value::Object(mut params) = default_params() else { unreachable!("an object literal") };
+    match over {
+        serde_json::Value::Object(o) => params.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        serde_json::Value::Null => {}
+        other => return Err(TrainError::Data(format!("--params must be a JSON object, not {other}"))),
+    }
+    let column = |name: &str| -> Result<usize, TrainError> {
+        if let Ok(i) = name.parse::<usize>() {
+            if i < manifest.inputs.len() {
+                return Ok(i);
+            }
+        }
+        manifest.inputs.iter().position(|inp| inp.name == name).ok_or_else(|| {
+            TrainError::Data(format!("categorical_feature names `{name}`, which is not an input of the manifest"))
+        })
+    };
+    let mut categorical = Vec::new();
+    match params.get("categorical_feature") {
+        None => {}
+        Some(serde_json::Value::String(s)) => {
+            for c in s.trim_start_matches("name:").split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                categorical.push(column(c)?);
+            }
+        }
+        Some(serde_json::Value::Array(items)) => {
+            for c in items {
+                match c {
+                    serde_json::Value::String(s) => categorical.push(column(s)?),
+                    serde_json::Value::Number(n) => categorical.push(column(&n.to_string())?),
+                    other => {
+                        return Err(TrainError::Data(format!(
+                            "categorical_feature entry {other} is not a name or a column number"
+                        )))
+                    }
+                }
+            }
+        }
+        Some(serde_json::Value::Number(n)) => categorical.push(column(&n.to_string())?),
+        Some(other) => {
+            return Err(TrainError::Data(format!("categorical_feature = {other} is not a list of input names")))
+        }
+    }
+    for (i, inp) in manifest.inputs.iter().enumerate() {
+        if inp.kind == InputKind::Categorical && !categorical.contains(&i) {
+            categorical.push(i);
+        }
+    }
+    for &i in &categorical {
+        if manifest.inputs[i].kind != InputKind::Categorical {
+            return Err(TrainError::Data(format!(
+                "categorical_feature lists `{}`, which the manifest declares numeric; declare it kind = \"categorical\" with its `categories`",
+                manifest.inputs[i].name
+            )));
+        }
+    }
+    if !categorical.is_empty() {
+        categorical.sort_unstable();
+        let list = categorical.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        params.insert("categorical_feature".into(), serde_json::Value::String(list));
+    }
+    Ok(params)
+}
+
 pub fn train(
     opts: &TrainOptions,
     features: std::sync::Arc<FeatureSet>,
@@ -185,41 +263,35 @@ pub fn train(
 ) -> Result<TrainReport, TrainError> {
     let mpath = opts.model_dir.join("manifest.toml");
     let (manifest, _) = read_manifest(&mpath)?;
-    let mapper = InputMapper::new(&manifest.inputs, &features, &mpath.display().to_string())?;
-    let kinds: Vec<_> = manifest.events.iter().filter_map(|e| riskd_core::EventKind::parse(e)).collect();
-    let labels = read_labels(&opts.labels)?;
-    let m = build_matrix(&opts.events, &labels, &features, &mapper, |k| kinds.contains(&k), keys)?;
-    let n = m.labels.len();
-    if n < 50 {
-        return Err(TrainError::Data(format!("only {n} labelled events to train on; need at least 50")));
-    }
+    let checked = check_manifest(&manifest, &features, &mpath.display().to_string())?;
     if !(0.0..0.9).contains(&opts.holdout) {
         return Err(TrainError::Data("holdout must be in [0, 0.9)".into()));
+    }
+    let params = training_params(&manifest, &opts.params)?;
+    let labels = read_labels(&opts.labels)?;
+    let kinds = checked.kinds;
+    let m = build_matrix(&opts.events, &labels, &features, &checked.mapper, |k| kinds & k.bit() != 0, keys)?;
+    let n = m.labels.len();
+    if n < 50 {
+        return Err(TrainError::Data(format!(
+            "only {n} events of the manifest's types ({}) in {} have a label in {}; need at least 50",
+            manifest.events.join(", "),
+            opts.events.display(),
+            opts.labels.display()
+        )));
     }
     let n_hold = ((n as f64) * opts.holdout).round() as usize;
     let n_train = n - n_hold;
     let w = m.width;
-    let mut params = default_params();
-    if let (Some(p), Some(over)) = (params.as_object_mut(), opts.params.as_object()) {
-        for (k, v) in over {
-            p.insert(k.clone(), v.clone());
-        }
-    }
-    let lgbm = |e: lightgbm3::Error| TrainError::Lightgbm(e.to_string());
-    let mut ds = Dataset::from_slice(&m.rows[..n_train * w], &m.labels[..n_train], w as i32, true).map_err(lgbm)?;
+    let lgbm = |e: LgbmError| TrainError::Lightgbm(e.0);
     let names: Vec<String> = manifest.inputs.iter().map(|i| i.name.clone()).collect();
-    ds.set_feature_names(&names).map_err(lgbm)?;
-    let booster = Booster::train(ds, &params).map_err(lgbm)?;
-    let predict = |rows: &[f64]| -> Result<Vec<f64>, TrainError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        booster.predict_with_params(rows, w as i32, true, "num_threads=1").map_err(lgbm)
-    };
-    let p_train = predict(&m.rows[..n_train * w])?;
-    let p_hold = predict(&m.rows[n_train * w..])?;
+    let text = lgbm::train(&m.rows[..n_train * w], &m.labels[..n_train], &names, &params).map_err(lgbm)?;
+    // Evaluated with the model as it is written and served.
+    let model = lgbm::Model::from_string(&text).map_err(lgbm)?;
+    let p_train = model.predict_batch(&m.rows[..n_train * w], w).map_err(lgbm)?;
+    let p_hold = model.predict_batch(&m.rows[n_train * w..], w).map_err(lgbm)?;
     let model_path = opts.model_dir.join(&manifest.model_file);
-    booster.save_file(&model_path.display().to_string()).map_err(lgbm)?;
+    std::fs::write(&model_path, &text)?;
     let rate =
         |l: &[f32]| if l.is_empty() { f64::NAN } else { l.iter().map(|&x| f64::from(x)).sum::<f64>() / l.len() as f64 };
     let auc_h = auc(&p_hold, &m.labels[n_train..]);
@@ -233,7 +305,7 @@ pub fn train(
         ks_holdout: ks(&p_hold, &m.labels[n_train..]),
         gini_holdout: 2.0 * auc_h - 1.0,
         model_file: model_path.display().to_string(),
-        params,
+        params: serde_json::Value::Object(params),
     })
 }
 

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use riskd_core::event::{Entities, Event, EventKind, LoanApplication, Payload, Purpose, RepaymentMethod};
 use riskd_core::{Decoder, KeyRing, Limits, ReasonSource};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
-use riskd_scorecard::{ModelSpec, Scaling, Scorecard};
+use riskd_scorecard::{ModelHeader, ModelSpec, Scaling, Scorecard};
 
 const TOL: f64 = 1e-9;
 
@@ -156,28 +156,39 @@ fn shipped_a_card_matches_lightgbm_batch_on_recorded_applications() {
     eprintln!("a_card: 270 applications, {with_reasons} with adverse reasons");
 }
 
-/// The shipped A card was trained on 216 applications, and LightGBM built
-/// its dataset with the default `min_data_in_leaf = 20` and
-/// `feature_pre_filter`: every input whose most common value covers all but a
-/// handful of rows (shared device, device velocity, shared network, failed
-/// logins, contact changes, emulator, rooted, shared phone) was dropped before
-/// training. The model never splits on them and their reason codes can never
-/// be reported. `riskd train --params` cannot change this today (dataset
-/// parameters are ignored; see `engine/pipeline/tests/train_roundtrip.rs`).
+/// The shipped A card uses every input that carries information in its
+/// training rows. LightGBM's dataset pre-filter (on by default) drops inputs
+/// whose most common value covers all but a handful of rows, which is what
+/// fraud signals look like (shared device, shared network, emulator,
+/// rooted); `riskd train` builds the dataset with its parameters and keeps
+/// them. An input that never varies in training (the model file's
+/// `feature_infos` says `none` or `[v:v]`) cannot be split on by any model.
 #[test]
-#[ignore = "gap: the shipped A card uses only 7 of its 15 inputs (fraud signals are pre-filtered away in training)"]
-fn shipped_a_card_uses_every_input() {
+fn shipped_a_card_uses_every_input_that_varies_in_training() {
     let (_, spec, reference) = load_a_card();
     let splits = reference.feature_importance(lightgbm3::ImportanceType::Split).unwrap();
-    let unused: Vec<&str> = spec
-        .manifest
-        .inputs
-        .iter()
-        .zip(&splits)
-        .filter(|(_, &s)| s == 0.0)
-        .map(|(i, _)| i.reason_code.as_str())
-        .collect();
-    assert!(unused.is_empty(), "the model never splits on {unused:?}");
+    let header = ModelHeader::parse(spec.model_text());
+    assert_eq!(header.feature_infos.len(), spec.manifest.inputs.len());
+    let varies = |info: &str| match info.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(range) => range.split_once(':').is_some_and(|(lo, hi)| lo != hi),
+        None => info != "none",
+    };
+    let mut unused = Vec::new();
+    let mut constant = Vec::new();
+    for ((inp, &s), info) in spec.manifest.inputs.iter().zip(&splits).zip(&header.feature_infos) {
+        if !varies(info) {
+            constant.push(inp.reason_code.as_str());
+        } else if s == 0.0 {
+            unused.push(inp.reason_code.as_str());
+        }
+    }
+    assert!(unused.is_empty(), "the model never splits on {unused:?}, which vary in its training rows");
+    // The sparse fraud signals are among the inputs used.
+    for code in ["A05_SHARED_DEVICE", "A07_SHARED_NETWORK", "A11_EMULATOR", "A12_ROOTED"] {
+        let i = spec.manifest.inputs.iter().position(|inp| inp.reason_code == code).unwrap();
+        assert!(splits[i] > 0.0, "{code} unused");
+    }
+    eprintln!("a_card: constant in training (unusable): {constant:?}");
 }
 
 const TEST_FEATURES: &str = r#"
@@ -368,9 +379,9 @@ fn case_for(i: usize, row: &[f64; W], features: &FeatureSet) -> (Event, FeatureV
 
 /// A hand-written model with categorical splits on inputs that arrive as
 /// numbers: the term (categories 12 and 24) and a feature count
-/// (categories 2 to 5). `riskd train` cannot produce such a model (see
-/// `engine/pipeline/tests/train_roundtrip.rs`), but a model trained elsewhere
-/// on numeric category codes is served like LightGBM scores it.
+/// (categories 2 to 5), declared `kind = "categorical"` in the manifest: a
+/// model trained elsewhere on numeric category codes is served like
+/// LightGBM scores it.
 const CATEGORICAL_MODEL: &str = "tree
 version=v4
 num_class=1
@@ -437,6 +448,7 @@ name = \"term\"
 source = \"event.term_months\"
 label = \"Term\"
 reason_code = \"C01\"
+kind = \"categorical\"
 
 [[input]]
 name = \"amount\"
@@ -449,6 +461,7 @@ name = \"apps\"
 source = \"user.applications_7d\"
 label = \"Applications\"
 reason_code = \"C03\"
+kind = \"categorical\"
 ";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
