@@ -223,3 +223,83 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riskd_pipeline::config::EngineConfig;
+
+    async fn wait_for(status: &SharedStatus, done: impl Fn(&ReloadStatus) -> bool) -> ReloadStatus {
+        for _ in 0..500 {
+            let s = status.lock().unwrap().clone();
+            if done(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no reload happened: {:?}", status.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn model_changes_are_polled_a_bad_one_is_reported_on_status_and_a_good_one_applied() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["manifest.toml", "model.txt"] {
+            std::fs::copy(repo.join("models/a_card").join(f), dir.path().join(f)).unwrap();
+        }
+        let cfg = EngineConfig {
+            features_dir: repo.join("features"),
+            rules_dir: repo.join("rules"),
+            models: vec![dir.path().to_path_buf()],
+            ..EngineConfig::default()
+        };
+        let dep = Arc::new(Deployment::load(&cfg).unwrap_or_else(|e| panic!("{e}")));
+        let before = status_json(&dep, &Statuses::default());
+        let statuses = Statuses::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(watch(
+            dep.clone(),
+            Watched::Models,
+            Some(Duration::from_millis(20)),
+            statuses.models.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // Let the watcher take its first fingerprint of the files in force.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let manifest = dir.path().join("manifest.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+
+        // A bad version: refused, the reason on /status, the old model in force.
+        std::fs::write(&manifest, text.replace("pdo = 40", "pdo = inf")).unwrap();
+        wait_for(&statuses.models, |s| s.rejected == 1).await;
+        let s = status_json(&dep, &statuses);
+        assert_eq!(s["model_reload"]["last_outcome"], "rejected", "{s}");
+        assert_eq!(s["model_reload"]["last_trigger"], "file change", "{s}");
+        let why = s["model_reload"]["last_error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains(&format!("{}: invalid manifest: scaling needs base_odds > 0 and pdo > 0", manifest.display())),
+            "{why}"
+        );
+        assert_eq!(s["models"], before["models"], "{s}");
+        assert_eq!(s["versions"], before["versions"], "{s}");
+        // Rules reloads are reported apart.
+        assert_eq!(s["reload"]["rejected"], 0, "{s}");
+
+        // A good version: applied, shown on /status.
+        std::fs::write(&manifest, text.replace("version = \"2026.11.0\"", "version = \"2026.11.1\"")).unwrap();
+        wait_for(&statuses.models, |s| s.applied == 1).await;
+        let s = status_json(&dep, &statuses);
+        assert_eq!(s["model_reload"]["last_outcome"], "applied", "{s}");
+        assert!(s["model_reload"]["last_error"].is_null(), "{s}");
+        assert_eq!(s["models"][0]["manifest_version"], "2026.11.1", "{s}");
+        assert_eq!(s["models"][0]["role"], "champion", "{s}");
+        assert_ne!(s["models"][0]["version"], before["models"][0]["version"], "{s}");
+        assert_ne!(s["versions"]["model"], before["versions"]["model"], "{s}");
+        assert_eq!(s["versions"]["rule_set"], before["versions"]["rule_set"], "{s}");
+
+        stop.send(()).unwrap();
+        watcher.await.unwrap();
+    }
+}
