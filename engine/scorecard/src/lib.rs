@@ -473,7 +473,8 @@ impl ModelSpec {
                     )))
                 }
                 (InputKind::Categorical, Some(codes)) if !inp.categories.is_empty() => {
-                    if let Some(bad) = codes.iter().find(|&&c| c < 0 || c as usize >= inp.categories.len()) {
+                    // LightGBM lists -1 for rows where the input was missing.
+                    if let Some(bad) = codes.iter().copied().filter(|&c| c >= 0 && c as usize >= inp.categories.len()).max() {
                         return Err(mismatch(format!(
                             "{at}: the model was trained with category code {bad}, but the manifest lists {} categories (codes 0 to {})",
                             inp.categories.len(),

@@ -365,3 +365,124 @@ fn empty_events_are_refused() {
         Ok(spec) => panic!("accepted; scores kinds mask {:#b}", spec.kinds),
     }
 }
+
+/// A model on (amount, term, purpose) trained with the listed columns as
+/// categorical; purpose takes codes 0 to 5.
+fn categorical_model(categorical: &str) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let n = 600;
+    let mut rows = Vec::with_capacity(n * 3);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (amount, term, purpose) =
+            (rng.gen_range(1000.0..60000.0), [3.0, 6.0, 12.0][rng.gen_range(0..3)], rng.gen_range(0..6) as f64);
+        rows.extend([amount, term, purpose]);
+        let z = if purpose == 3.0 || purpose == 5.0 { 1.5 } else { -1.0 } + if term == 6.0 { 1.0 } else { 0.0 };
+        labels.push(if rng.gen_bool(1.0 / (1.0 + f64::exp(-z))) { 1.0 } else { 0.0 });
+    }
+    let names: Vec<String> = ["amount", "term", "purpose"].map(String::from).into();
+    let params = serde_json::json!({
+        "objective": "binary", "num_iterations": 10, "num_leaves": 4, "min_data_in_leaf": 10,
+        "min_data_per_group": 10, "cat_smooth": 1, "categorical_feature": categorical,
+        "seed": 3, "deterministic": true, "num_threads": 1, "verbosity": -1
+    });
+    riskd_scorecard::lgbm::train(&rows, &labels, &names, params.as_object().unwrap()).unwrap()
+}
+
+const CAT_INPUTS: &str = r#"
+[[input]]
+name = "amount"
+source = "event.amount"
+label = "Amount"
+reason_code = "R01"
+
+[[input]]
+name = "term"
+source = "event.term_months"
+label = "Term"
+reason_code = "R02"
+kind = "categorical"
+
+[[input]]
+name = "purpose"
+source = "event.purpose"
+label = "Purpose"
+reason_code = "R03"
+kind = "categorical"
+categories = ["consumption", "education", "medical", "business", "home", "travel"]
+"#;
+
+#[test]
+fn categorical_inputs_load_when_they_match_the_model() {
+    let spec = load(&(GOOD_HEAD.to_string() + CAT_INPUTS), &categorical_model("1,2")).map_err(|(e, _)| e).unwrap();
+    assert_eq!(spec.manifest.inputs[2].categories.len(), 6);
+    let mut card = Scorecard::new(Arc::new(spec)).unwrap();
+    let risky = card.predict_row(&[20000.0, 6.0, 3.0]).unwrap();
+    let safe = card.predict_row(&[20000.0, 12.0, 0.0]).unwrap();
+    assert!(risky > safe, "{risky} vs {safe}");
+}
+
+#[test]
+fn categorical_manifest_mistakes_are_refused_by_input() {
+    let model = categorical_model("1,2");
+    let manifest = |inputs: &str| GOOD_HEAD.to_string() + inputs;
+    let cases: &[(String, &str)] = &[
+        (
+            CAT_INPUTS.replace(
+                "categories = [\"consumption\", \"education\", \"medical\", \"business\", \"home\", \"travel\"]\n",
+                "",
+            ),
+            "invalid manifest: input `purpose`: a categorical input on a string field needs `categories` (its values in code order)",
+        ),
+        (
+            CAT_INPUTS.replace("\"home\", \"travel\"", "\"home\", \"medical\""),
+            "invalid manifest: input `purpose`: category `medical` is listed twice",
+        ),
+        (
+            CAT_INPUTS.replacen("kind = \"categorical\"\n", "kind = \"categorical\"\ncategories = [\"3\", \"6\"]\n", 1),
+            "input 2 (`term`) reads `event.term_months`, a number, which is passed as the category code itself; `categories` maps strings and must be left out",
+        ),
+        (
+            CAT_INPUTS.replacen("kind = \"categorical\"\n", "categories = [\"3\", \"6\"]\n", 1),
+            "invalid manifest: input `term`: `categories` needs kind = \"categorical\"",
+        ),
+        (
+            CAT_INPUTS.replace("source = \"event.purpose\"", "source = \"entity.ip\""),
+            "input 3 (`purpose`) is categorical but reads `entity.ip`, a ip field; categorical inputs read string fields (with `categories`) or numeric codes",
+        ),
+        (
+            CAT_INPUTS.replace("kind = \"categorical\"\ncategories = [\"consumption\", \"education\", \"medical\", \"business\", \"home\", \"travel\"]\n", ""),
+            "input 3 (`purpose`) reads `event.purpose`, a string field, as a number; declare it kind = \"categorical\" with its `categories`",
+        ),
+        (
+            CAT_INPUTS.replacen("kind = \"categorical\"\n", "", 1),
+            "input 2 (`term`) is categorical in the model but numeric in the manifest; declare kind = \"categorical\" with its `categories`",
+        ),
+        (
+            CAT_INPUTS.replace("\"business\", \"home\", \"travel\"", "\"business\""),
+            "input 3 (`purpose`): the model was trained with category code 5, but the manifest lists 4 categories (codes 0 to 3)",
+        ),
+    ];
+    for (inputs, want) in cases {
+        let (e, path) = refused(&manifest(inputs), &model);
+        assert_eq!(e.to_string(), format!("{path}: {want}"));
+    }
+    // Categorical in the manifest, numerical in the model.
+    let (e, path) = refused(&manifest(CAT_INPUTS), &categorical_model("2"));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{path}: input 2 (`term`) is categorical in the manifest but the model was trained with it as numerical"
+        )
+    );
+}
+
+#[test]
+fn duplicate_or_no_inputs_are_refused() {
+    let list = [THREE[0], THREE[1], ("amount", "event.stated_monthly_income")];
+    let (e, path) = refused(&(GOOD_HEAD.to_string() + &inputs(&list, "")), &named_model());
+    assert_eq!(e.to_string(), format!("{path}: invalid manifest: input `amount` is listed twice"));
+    let head = GOOD_HEAD.replace("model_file = \"model.txt\"\n", "model_file = \"model.txt\"\ninput = []\n");
+    let (e, path) = refused(&head, &named_model());
+    assert_eq!(e.to_string(), format!("{path}: invalid manifest: no `[[input]]`: a model needs at least one input"));
+}
