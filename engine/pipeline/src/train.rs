@@ -185,7 +185,8 @@ pub fn ks(scores: &[f64], labels: &[f32]) -> f64 {
     best
 }
 
-/// The parameters a training run uses: the defaults, `over` merged in, and
+/// The parameters a training run uses: the defaults, the manifest's
+/// `[training]` table and `over` (`--params`) merged in that order, and
 /// the manifest's categorical inputs added to `categorical_feature`. A
 /// `categorical_feature` given by input name is turned into column numbers,
 /// as LightGBM's C API wants them.
@@ -194,6 +195,7 @@ pub fn training_params(
     over: &serde_json::Value,
 ) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
     let serde_json::Value::Object(mut params) = default_params() else { unreachable!("an object literal") };
+    params.extend(manifest.training.iter().map(|(k, v)| (k.clone(), v.clone())));
     match over {
         serde_json::Value::Object(o) => params.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
         serde_json::Value::Null => {}

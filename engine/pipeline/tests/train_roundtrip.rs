@@ -206,8 +206,19 @@ fn training_is_deterministic_and_its_report_is_consistent() {
     assert!((auc_t - ra.auc_train).abs() < 1e-12, "naive train AUC {auc_t} vs {}", ra.auc_train);
     // The model learnt something: better than chance on the data it saw.
     assert!(ra.auc_train > 0.8, "train AUC {}", ra.auc_train);
-    // The report records the parameters actually used (the defaults here).
-    assert_eq!(ra.params, riskd_pipeline::train::default_params());
+    // The report records the parameters actually used: the defaults with
+    // the manifest's `[training]` table over them.
+    let mut want = riskd_pipeline::train::default_params();
+    let (manifest, _) = read_manifest(&a.path().join("manifest.toml")).unwrap();
+    assert!(!manifest.training.is_empty());
+    for (k, v) in &manifest.training {
+        want[k] = v.clone();
+    }
+    assert_eq!(ra.params, want);
+    let text = std::fs::read_to_string(a.path().join("model.txt")).unwrap();
+    for (k, v) in &manifest.training {
+        assert!(text.contains(&format!("[{k}: {v}]")), "the model file records {k} = {v}");
+    }
 }
 
 /// The shipped A card says it was trained with `riskd train` on the recorded

@@ -62,6 +62,10 @@ pub struct Manifest {
     /// Present when this model is a challenger to another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenger: Option<ChallengerSpec>,
+    /// LightGBM parameters `riskd train` uses for this model, over its
+    /// defaults (command-line `--params` override these). Not used in serving.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub training: serde_json::Map<String, serde_json::Value>,
     #[serde(rename = "input")]
     pub inputs: Vec<InputSpec>,
 }
