@@ -564,9 +564,9 @@ pub struct Route {
 }
 
 impl ModelSet {
-    /// Groups validated models; refuses overlapping champions and
-    /// challengers without a matching champion. `paths` name each model's
-    /// manifest in messages.
+    /// Groups validated models; refuses overlapping champions, challengers
+    /// without a matching champion and duplicate names, naming each model's
+    /// manifest.
     pub fn new(models: Vec<Arc<ModelSpec>>) -> Result<ModelSet, Vec<ModelError>> {
         let mut errors = Vec::new();
         let shown = |m: &ModelSpec| m.dir.join("manifest.toml").display().to_string();
