@@ -185,6 +185,41 @@ pub fn ks(scores: &[f64], labels: &[f32]) -> f64 {
     best
 }
 
+/// LightGBM's other names for the parameters that have defaults here. A
+/// parameter given under another name replaces the default instead of
+/// sitting beside it (where LightGBM would pick one of the two).
+const ALIASES: &[(&str, &[&str])] = &[
+    ("objective", &["objective_type", "app", "application", "loss"]),
+    (
+        "num_iterations",
+        &[
+            "num_iteration",
+            "n_iter",
+            "num_tree",
+            "num_trees",
+            "num_round",
+            "num_rounds",
+            "nrounds",
+            "num_boost_round",
+            "n_estimators",
+            "max_iter",
+        ],
+    ),
+    ("num_leaves", &["num_leaf", "max_leaves", "max_leaf", "max_leaf_nodes"]),
+    ("learning_rate", &["shrinkage_rate", "eta"]),
+    ("min_data_in_leaf", &["min_data_per_leaf", "min_data", "min_child_samples", "min_samples_leaf"]),
+    ("feature_fraction", &["sub_feature", "colsample_bytree"]),
+    ("bagging_fraction", &["sub_row", "subsample", "bagging"]),
+    ("seed", &["random_seed", "random_state"]),
+    ("num_threads", &["num_thread", "nthread", "nthreads", "n_jobs"]),
+    ("verbosity", &["verbose"]),
+    ("categorical_feature", &["cat_feature", "categorical_column", "cat_column", "categorical_features"]),
+];
+
+fn canonical(key: &str) -> &str {
+    ALIASES.iter().find(|(_, other)| other.contains(&key)).map_or(key, |(name, _)| name)
+}
+
 /// The parameters a training run uses: the defaults, the manifest's
 /// `[training]` table and `over` (`--params`) merged in that order, and
 /// the manifest's categorical inputs added to `categorical_feature`. A
@@ -195,9 +230,9 @@ pub fn training_params(
     over: &serde_json::Value,
 ) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
     let serde_json::Value::Object(mut params) = default_params() else { unreachable!("an object literal") };
-    params.extend(manifest.training.iter().map(|(k, v)| (k.clone(), v.clone())));
+    params.extend(manifest.training.iter().map(|(k, v)| (canonical(k).to_string(), v.clone())));
     match over {
-        serde_json::Value::Object(o) => params.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        serde_json::Value::Object(o) => params.extend(o.iter().map(|(k, v)| (canonical(k).to_string(), v.clone()))),
         serde_json::Value::Null => {}
         other => return Err(TrainError::Data(format!("--params must be a JSON object, not {other}"))),
     }
@@ -249,6 +284,12 @@ pub fn training_params(
                 manifest.inputs[i].name
             )));
         }
+    }
+    if params.get("objective").and_then(|o| o.as_str()) != Some("binary") {
+        return Err(TrainError::Data(format!(
+            "objective = {}: a scorecard is a binary classifier (objective = \"binary\")",
+            params.get("objective").map_or("none".to_string(), |o| o.to_string())
+        )));
     }
     if !categorical.is_empty() {
         categorical.sort_unstable();
@@ -328,6 +369,27 @@ mod tests {
         std::fs::write(&p, "event_id,bad\nev-1,1\n\nev-2,0\n").unwrap();
         let labels = read_labels(&p).unwrap();
         assert_eq!((labels["ev-1"], labels["ev-2"]), (1.0, 0.0));
+    }
+
+    #[test]
+    fn parameters_under_other_names_replace_the_defaults() {
+        let manifest: Manifest = toml::from_str(
+            "name = \"m\"\nversion = \"1\"\ncard = \"application\"\nevents = [\"loan_application\"]\nmodel_file = \"m.txt\"\n[training]\nnum_trees = 50\n[scaling]\nbase_score = 600\nbase_odds = 20\npdo = 40\n[[input]]\nname = \"amount\"\nsource = \"event.amount\"\nlabel = \"a\"\nreason_code = \"A\"\n",
+        )
+        .unwrap();
+        let p = training_params(&manifest, &serde_json::json!({"min_child_samples": 9, "eta": 0.2})).unwrap();
+        assert_eq!((p["num_iterations"].as_i64(), p["min_data_in_leaf"].as_i64()), (Some(50), Some(9)));
+        assert_eq!(p["learning_rate"], 0.2);
+        for alias in ["num_trees", "min_child_samples", "eta"] {
+            assert!(!p.contains_key(alias), "{alias} kept beside its canonical name");
+        }
+        let e = training_params(&manifest, &serde_json::json!({"objective": "regression"})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "objective = \"regression\": a scorecard is a binary classifier (objective = \"binary\")"
+        );
+        let e = training_params(&manifest, &serde_json::json!({"application": "multiclass"})).unwrap_err();
+        assert!(e.to_string().starts_with("objective = \"multiclass\""), "{e}");
     }
 
     #[test]
