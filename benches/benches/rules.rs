@@ -73,7 +73,7 @@ fn rules(dir: &Path) {
 fn bench(c: &mut Criterion) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let features = FeatureSet::load(&repo.join("features")).expect("shipped features load");
-    let schema: Schema = schema_for(&features, &[]);
+    let schema: Schema = schema_for(&features, &riskd_scorecard::ModelSet::default());
     let dir = tempfile::tempdir().unwrap();
     rules(dir.path());
     let set = RuleSet::load(dir.path(), &schema).unwrap_or_else(|d| panic!("{}", d.render()));

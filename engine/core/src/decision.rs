@@ -111,6 +111,40 @@ pub struct Versions {
     pub model: String,
 }
 
+/// The role of a model in a champion/challenger pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelRole {
+    Champion,
+    Challenger,
+}
+
+/// The model whose score, probability and reason codes a decision carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelUsed {
+    /// The manifest's `name`.
+    pub name: String,
+    /// Content hash of the model's manifest and model file.
+    pub version: String,
+    pub role: ModelRole,
+}
+
+/// A model that scored the event beside the deciding one, recorded only:
+/// the challenger on champion traffic, the champion on the share of users
+/// routed to the challenger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowModel {
+    pub name: String,
+    pub version: String,
+    pub role: ModelRole,
+    /// Its points (no rule adjustment applied).
+    pub score: f64,
+    /// Its probability of "bad".
+    pub probability: f64,
+}
+
 /// The decision record, one per input event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +161,14 @@ pub struct Decision {
     /// Model probability of "bad"; null when no model scores this event type.
     pub probability: Option<f64>,
     pub reasons: Vec<Reason>,
+    /// The model that produced `score`, `probability` and the model reason
+    /// codes; absent when no model scores this event type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelUsed>,
+    /// The other model of a champion/challenger pair, scored on the same
+    /// event and recorded but not used for the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_model: Option<ShadowModel>,
     pub versions: Versions,
     /// Feature values used, when the engine is configured to include them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,7 +25,9 @@ pub mod text;
 pub mod timefmt;
 pub mod version;
 
-pub use decision::{Action, DeadLetter, Decision, Reason, ReasonSource, SourcePosition, Versions};
+pub use decision::{
+    Action, DeadLetter, Decision, ModelRole, ModelUsed, Reason, ReasonSource, ShadowModel, SourcePosition, Versions,
+};
 pub use event::{DecodeError, Decoder, Event, EventKind, Limits, RejectReason};
 pub use fields::{FieldId, FieldType, Value};
 pub use pii::{KeyRing, Protected};

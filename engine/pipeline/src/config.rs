@@ -40,6 +40,10 @@ pub struct EngineConfig {
     /// (0: only on SIGHUP). A change is put in force only if it compiles and
     /// its analyst tests pass.
     pub rules_reload_interval_ms: u64,
+    /// How often the model directories are polled for a new model version,
+    /// milliseconds (0: only on SIGHUP). A new version is put in force only
+    /// if it loads and validates.
+    pub models_reload_interval_ms: u64,
     /// Directory for feature-state checkpoints (one file, `state.ckpt`).
     /// Empty: no checkpoints, and a restart begins with empty feature state.
     pub state_dir: PathBuf,
@@ -106,6 +110,7 @@ impl Default for EngineConfig {
             reason_codes: 3,
             include_features: false,
             rules_reload_interval_ms: 2000,
+            models_reload_interval_ms: 2000,
             state_dir: ".riskd/state".into(),
             checkpoint_interval_ms: 10_000,
         }

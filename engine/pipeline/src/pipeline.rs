@@ -8,10 +8,13 @@ use metrics::{Counter, Histogram};
 use riskd_core::event::{Event, EventKind, RejectReason};
 use riskd_core::fields::{FieldId, Value};
 use riskd_core::metric::{self, stage};
-use riskd_core::{Action, DeadLetter, Decision, Decoder, KeyRing, Limits, Reason, ReasonSource, SourcePosition};
+use riskd_core::{
+    Action, DeadLetter, Decision, Decoder, KeyRing, Limits, ModelRole, ModelUsed, Reason, ReasonSource, ShadowModel,
+    SourcePosition,
+};
 use riskd_features::{FeatureEngine, FeatureVector};
 use riskd_rules::{Slot, Source, Verdict};
-use riskd_scorecard::{ModelError, Scorecard};
+use riskd_scorecard::{ModelError, ModelSet, Role, Scorecard};
 
 use crate::checkpoint::{CheckpointError, CheckpointMeta, CheckpointStore};
 use crate::config::EngineConfig;
@@ -110,7 +113,11 @@ pub struct Pipeline {
     decoder: Decoder,
     deployment: Arc<Deployment>,
     features: FeatureEngine,
-    scorecards: Vec<Scorecard>,
+    /// One prepared scorecard per model of `models`, in the same order.
+    scorecards: Vec<Option<Scorecard>>,
+    /// The model set the scorecards were prepared for; a swap is noticed by
+    /// pointer and the scorecards are prepared again before the next event.
+    models: Arc<ModelSet>,
     fv: FeatureVector,
     verdict: Verdict,
     reason_codes: usize,
@@ -162,13 +169,16 @@ pub fn state_key(keys: &KeyRing) -> [u8; 16] {
 
 impl Pipeline {
     pub fn new(deployment: Arc<Deployment>, keys: KeyRing, cfg: &EngineConfig) -> Result<Pipeline, ModelError> {
-        let scorecards = deployment.models.iter().map(|m| Scorecard::new(m.clone())).collect::<Result<Vec<_>, _>>()?;
+        let models = deployment.models();
+        let scorecards =
+            models.models.iter().map(|m| Scorecard::new(m.clone()).map(Some)).collect::<Result<Vec<_>, _>>()?;
         let features = FeatureEngine::new(deployment.features.clone(), state_key(&keys));
         Ok(Pipeline {
             decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
             deployment,
             features,
             scorecards,
+            models,
             fv: FeatureVector::default(),
             verdict: Verdict::default(),
             reason_codes: cfg.reason_codes,
@@ -246,17 +256,57 @@ impl Pipeline {
         }
         self.metrics.features.record(t.elapsed().as_secs_f64());
 
+        // Loaded once per event: a reload takes effect between events, and
+        // one event is decided wholly by one set of rules and models.
+        let rule_state = self.deployment.rules();
+        if !Arc::ptr_eq(&rule_state.models, &self.models) {
+            self.prepare_models(&rule_state.models);
+        }
+
         let t = Instant::now();
         let mut score = None;
         let mut model_reasons = Vec::new();
-        if let Some(card) = self.scorecards.iter_mut().find(|c| c.spec().scores(ev.kind)) {
-            match card.score(ev, &self.fv, self.reason_codes) {
-                Ok(s) => {
-                    score = Some((s.points, s.probability));
-                    model_reasons = s.reasons;
+        let (mut model, mut shadow_model) = (None, None);
+        if let Some(route) = self.models.route(ev.kind, &ev.entities.user_id) {
+            let role = |i| match self.models.role(i) {
+                Role::Champion => ModelRole::Champion,
+                Role::Challenger => ModelRole::Challenger,
+            };
+            let (decides_role, shadow_role) = (role(route.decides), route.shadow.map(role));
+            if let Some(card) = self.scorecards[route.decides].as_mut() {
+                match card.score_event(ev, &self.fv, self.reason_codes) {
+                    Ok(s) => {
+                        score = Some((s.points, s.probability));
+                        let spec = card.spec();
+                        model_reasons.extend(card.adverse().iter().map(|&(i, c)| spec.reason(i, c)));
+                        model = Some(ModelUsed {
+                            name: spec.manifest.name.clone(),
+                            version: spec.version.clone(),
+                            role: decides_role,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(model = %card.spec().manifest.name, error = %e, "model failed to score an event; deciding without a score")
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(model = %card.spec().manifest.name, error = %e, "model failed to score an event; deciding without a score")
+            }
+            if let (Some(i), Some(role)) = (route.shadow, shadow_role) {
+                if let Some(card) = self.scorecards[i].as_mut() {
+                    match card.score_event(ev, &self.fv, 0) {
+                        Ok(s) => {
+                            let spec = card.spec();
+                            shadow_model = Some(ShadowModel {
+                                name: spec.manifest.name.clone(),
+                                version: spec.version.clone(),
+                                role,
+                                score: round6(s.points),
+                                probability: s.probability,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::error!(model = %card.spec().manifest.name, error = %e, "model failed to score an event beside the deciding one")
+                        }
+                    }
                 }
             }
         }
@@ -264,8 +314,6 @@ impl Pipeline {
 
         let t = Instant::now();
         let input = RuleInput { ev, fv: &self.fv, score };
-        // Loaded once per event: a reload takes effect between events.
-        let rule_state = self.deployment.rules();
         rule_state.rules.evaluate(&input, &mut self.verdict);
         self.metrics.rules.record(t.elapsed().as_secs_f64());
 
@@ -328,10 +376,40 @@ impl Pipeline {
             score: adjusted,
             probability: score.map(|(_, p)| p),
             reasons,
+            model,
+            shadow_model,
             versions,
             features,
             latency_us: latency.as_micros() as u64,
         }
+    }
+}
+
+impl Pipeline {
+    /// Prepares scorecards for a newly swapped-in model set. Models whose
+    /// spec is unchanged keep their prepared scorecard.
+    fn prepare_models(&mut self, models: &Arc<ModelSet>) {
+        let mut old: Vec<Option<Scorecard>> = std::mem::take(&mut self.scorecards);
+        self.scorecards = models
+            .models
+            .iter()
+            .map(|spec| {
+                let kept = old.iter_mut().find(|c| c.as_ref().is_some_and(|c| Arc::ptr_eq(c.spec_arc(), spec)));
+                if let Some(card) = kept.and_then(Option::take) {
+                    return Some(card);
+                }
+                match Scorecard::new(spec.clone()) {
+                    Ok(card) => Some(card),
+                    Err(e) => {
+                        // Validated at reload, so not expected; the events it
+                        // scores are decided without a score meanwhile.
+                        tracing::error!(model = %spec.manifest.name, error = %e, "a worker could not prepare a model");
+                        None
+                    }
+                }
+            })
+            .collect();
+        self.models = models.clone();
     }
 }
 

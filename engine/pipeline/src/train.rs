@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use lightgbm3::{Booster, Dataset};
 use riskd_core::{Decoder, KeyRing, Limits};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
-use riskd_scorecard::{read_manifest, InputMapper, ModelError};
+use riskd_scorecard::lgbm::{self, LgbmError};
+use riskd_scorecard::{check_manifest, read_manifest, InputKind, InputMapper, Manifest, ModelError};
 use serde::Serialize;
 
 use crate::replay::{open_input, Recorded};
@@ -56,13 +56,20 @@ pub struct TrainReport {
     pub params: serde_json::Value,
 }
 
+/// Training defaults. Fraud signals are sparse (a shared device, an
+/// emulator: a few rows in hundreds), so the dataset keeps every input
+/// (`feature_pre_filter = false`), bins hold single rows and leaves need
+/// only 5 rows; with LightGBM's defaults such inputs are dropped before
+/// training and their reason codes can never appear.
 pub fn default_params() -> serde_json::Value {
     serde_json::json!({
         "objective": "binary",
         "num_iterations": 200,
         "num_leaves": 31,
         "learning_rate": 0.05,
-        "min_data_in_leaf": 20,
+        "min_data_in_leaf": 5,
+        "min_data_in_bin": 1,
+        "feature_pre_filter": false,
         "feature_fraction": 0.9,
         "bagging_fraction": 1.0,
         "seed": 7,
@@ -178,6 +185,120 @@ pub fn ks(scores: &[f64], labels: &[f32]) -> f64 {
     best
 }
 
+/// LightGBM's other names for the parameters that have defaults here. A
+/// parameter given under another name replaces the default instead of
+/// sitting beside it (where LightGBM would pick one of the two).
+const ALIASES: &[(&str, &[&str])] = &[
+    ("objective", &["objective_type", "app", "application", "loss"]),
+    (
+        "num_iterations",
+        &[
+            "num_iteration",
+            "n_iter",
+            "num_tree",
+            "num_trees",
+            "num_round",
+            "num_rounds",
+            "nrounds",
+            "num_boost_round",
+            "n_estimators",
+            "max_iter",
+        ],
+    ),
+    ("num_leaves", &["num_leaf", "max_leaves", "max_leaf", "max_leaf_nodes"]),
+    ("learning_rate", &["shrinkage_rate", "eta"]),
+    ("min_data_in_leaf", &["min_data_per_leaf", "min_data", "min_child_samples", "min_samples_leaf"]),
+    ("feature_fraction", &["sub_feature", "colsample_bytree"]),
+    ("bagging_fraction", &["sub_row", "subsample", "bagging"]),
+    ("seed", &["random_seed", "random_state"]),
+    ("num_threads", &["num_thread", "nthread", "nthreads", "n_jobs"]),
+    ("verbosity", &["verbose"]),
+    ("categorical_feature", &["cat_feature", "categorical_column", "cat_column", "categorical_features"]),
+];
+
+fn canonical(key: &str) -> &str {
+    ALIASES.iter().find(|(_, other)| other.contains(&key)).map_or(key, |(name, _)| name)
+}
+
+/// The parameters a training run uses: the defaults, the manifest's
+/// `[training]` table and `over` (`--params`) merged in that order, and
+/// the manifest's categorical inputs added to `categorical_feature`. A
+/// `categorical_feature` given by input name is turned into column numbers,
+/// as LightGBM's C API wants them.
+pub fn training_params(
+    manifest: &Manifest,
+    over: &serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
+    let serde_json::Value::Object(mut params) = default_params() else { unreachable!("an object literal") };
+    params.extend(manifest.training.iter().map(|(k, v)| (canonical(k).to_string(), v.clone())));
+    match over {
+        serde_json::Value::Object(o) => params.extend(o.iter().map(|(k, v)| (canonical(k).to_string(), v.clone()))),
+        serde_json::Value::Null => {}
+        other => return Err(TrainError::Data(format!("--params must be a JSON object, not {other}"))),
+    }
+    let column = |name: &str| -> Result<usize, TrainError> {
+        if let Ok(i) = name.parse::<usize>() {
+            if i < manifest.inputs.len() {
+                return Ok(i);
+            }
+        }
+        manifest.inputs.iter().position(|inp| inp.name == name).ok_or_else(|| {
+            TrainError::Data(format!("categorical_feature names `{name}`, which is not an input of the manifest"))
+        })
+    };
+    let mut categorical = Vec::new();
+    match params.get("categorical_feature") {
+        None => {}
+        Some(serde_json::Value::String(s)) => {
+            for c in s.trim_start_matches("name:").split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                categorical.push(column(c)?);
+            }
+        }
+        Some(serde_json::Value::Array(items)) => {
+            for c in items {
+                match c {
+                    serde_json::Value::String(s) => categorical.push(column(s)?),
+                    serde_json::Value::Number(n) => categorical.push(column(&n.to_string())?),
+                    other => {
+                        return Err(TrainError::Data(format!(
+                            "categorical_feature entry {other} is not a name or a column number"
+                        )))
+                    }
+                }
+            }
+        }
+        Some(serde_json::Value::Number(n)) => categorical.push(column(&n.to_string())?),
+        Some(other) => {
+            return Err(TrainError::Data(format!("categorical_feature = {other} is not a list of input names")))
+        }
+    }
+    for (i, inp) in manifest.inputs.iter().enumerate() {
+        if inp.kind == InputKind::Categorical && !categorical.contains(&i) {
+            categorical.push(i);
+        }
+    }
+    for &i in &categorical {
+        if manifest.inputs[i].kind != InputKind::Categorical {
+            return Err(TrainError::Data(format!(
+                "categorical_feature lists `{}`, which the manifest declares numeric; declare it kind = \"categorical\" with its `categories`",
+                manifest.inputs[i].name
+            )));
+        }
+    }
+    if params.get("objective").and_then(|o| o.as_str()) != Some("binary") {
+        return Err(TrainError::Data(format!(
+            "objective = {}: a scorecard is a binary classifier (objective = \"binary\")",
+            params.get("objective").map_or("none".to_string(), |o| o.to_string())
+        )));
+    }
+    if !categorical.is_empty() {
+        categorical.sort_unstable();
+        let list = categorical.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        params.insert("categorical_feature".into(), serde_json::Value::String(list));
+    }
+    Ok(params)
+}
+
 pub fn train(
     opts: &TrainOptions,
     features: std::sync::Arc<FeatureSet>,
@@ -185,41 +306,35 @@ pub fn train(
 ) -> Result<TrainReport, TrainError> {
     let mpath = opts.model_dir.join("manifest.toml");
     let (manifest, _) = read_manifest(&mpath)?;
-    let mapper = InputMapper::new(&manifest.inputs, &features, &mpath.display().to_string())?;
-    let kinds: Vec<_> = manifest.events.iter().filter_map(|e| riskd_core::EventKind::parse(e)).collect();
-    let labels = read_labels(&opts.labels)?;
-    let m = build_matrix(&opts.events, &labels, &features, &mapper, |k| kinds.contains(&k), keys)?;
-    let n = m.labels.len();
-    if n < 50 {
-        return Err(TrainError::Data(format!("only {n} labelled events to train on; need at least 50")));
-    }
+    let checked = check_manifest(&manifest, &features, &mpath.display().to_string())?;
     if !(0.0..0.9).contains(&opts.holdout) {
         return Err(TrainError::Data("holdout must be in [0, 0.9)".into()));
+    }
+    let params = training_params(&manifest, &opts.params)?;
+    let labels = read_labels(&opts.labels)?;
+    let kinds = checked.kinds;
+    let m = build_matrix(&opts.events, &labels, &features, &checked.mapper, |k| kinds & k.bit() != 0, keys)?;
+    let n = m.labels.len();
+    if n < 50 {
+        return Err(TrainError::Data(format!(
+            "only {n} events of the manifest's types ({}) in {} have a label in {}; need at least 50",
+            manifest.events.join(", "),
+            opts.events.display(),
+            opts.labels.display()
+        )));
     }
     let n_hold = ((n as f64) * opts.holdout).round() as usize;
     let n_train = n - n_hold;
     let w = m.width;
-    let mut params = default_params();
-    if let (Some(p), Some(over)) = (params.as_object_mut(), opts.params.as_object()) {
-        for (k, v) in over {
-            p.insert(k.clone(), v.clone());
-        }
-    }
-    let lgbm = |e: lightgbm3::Error| TrainError::Lightgbm(e.to_string());
-    let mut ds = Dataset::from_slice(&m.rows[..n_train * w], &m.labels[..n_train], w as i32, true).map_err(lgbm)?;
+    let lgbm = |e: LgbmError| TrainError::Lightgbm(e.0);
     let names: Vec<String> = manifest.inputs.iter().map(|i| i.name.clone()).collect();
-    ds.set_feature_names(&names).map_err(lgbm)?;
-    let booster = Booster::train(ds, &params).map_err(lgbm)?;
-    let predict = |rows: &[f64]| -> Result<Vec<f64>, TrainError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        booster.predict_with_params(rows, w as i32, true, "num_threads=1").map_err(lgbm)
-    };
-    let p_train = predict(&m.rows[..n_train * w])?;
-    let p_hold = predict(&m.rows[n_train * w..])?;
+    let text = lgbm::train(&m.rows[..n_train * w], &m.labels[..n_train], &names, &params).map_err(lgbm)?;
+    // Evaluated with the model as it is written and served.
+    let model = lgbm::Model::from_string(&text).map_err(lgbm)?;
+    let p_train = model.predict_batch(&m.rows[..n_train * w], w).map_err(lgbm)?;
+    let p_hold = model.predict_batch(&m.rows[n_train * w..], w).map_err(lgbm)?;
     let model_path = opts.model_dir.join(&manifest.model_file);
-    booster.save_file(&model_path.display().to_string()).map_err(lgbm)?;
+    std::fs::write(&model_path, &text)?;
     let rate =
         |l: &[f32]| if l.is_empty() { f64::NAN } else { l.iter().map(|&x| f64::from(x)).sum::<f64>() / l.len() as f64 };
     let auc_h = auc(&p_hold, &m.labels[n_train..]);
@@ -233,7 +348,7 @@ pub fn train(
         ks_holdout: ks(&p_hold, &m.labels[n_train..]),
         gini_holdout: 2.0 * auc_h - 1.0,
         model_file: model_path.display().to_string(),
-        params,
+        params: serde_json::Value::Object(params),
     })
 }
 
@@ -254,6 +369,27 @@ mod tests {
         std::fs::write(&p, "event_id,bad\nev-1,1\n\nev-2,0\n").unwrap();
         let labels = read_labels(&p).unwrap();
         assert_eq!((labels["ev-1"], labels["ev-2"]), (1.0, 0.0));
+    }
+
+    #[test]
+    fn parameters_under_other_names_replace_the_defaults() {
+        let manifest: Manifest = toml::from_str(
+            "name = \"m\"\nversion = \"1\"\ncard = \"application\"\nevents = [\"loan_application\"]\nmodel_file = \"m.txt\"\n[training]\nnum_trees = 50\n[scaling]\nbase_score = 600\nbase_odds = 20\npdo = 40\n[[input]]\nname = \"amount\"\nsource = \"event.amount\"\nlabel = \"a\"\nreason_code = \"A\"\n",
+        )
+        .unwrap();
+        let p = training_params(&manifest, &serde_json::json!({"min_child_samples": 9, "eta": 0.2})).unwrap();
+        assert_eq!((p["num_iterations"].as_i64(), p["min_data_in_leaf"].as_i64()), (Some(50), Some(9)));
+        assert_eq!(p["learning_rate"], 0.2);
+        for alias in ["num_trees", "min_child_samples", "eta"] {
+            assert!(!p.contains_key(alias), "{alias} kept beside its canonical name");
+        }
+        let e = training_params(&manifest, &serde_json::json!({"objective": "regression"})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "objective = \"regression\": a scorecard is a binary classifier (objective = \"binary\")"
+        );
+        let e = training_params(&manifest, &serde_json::json!({"application": "multiclass"})).unwrap_err();
+        assert!(e.to_string().starts_with("objective = \"multiclass\""), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use riskd_pipeline::config::EngineConfig;
 use riskd_pipeline::replay::{open_input, Recorded};
 use riskd_pipeline::train::{auc, build_matrix, ks, read_labels, train, Matrix, TrainError, TrainOptions, TrainReport};
 use riskd_pipeline::{Deployment, Outcome, Pipeline};
-use riskd_scorecard::{read_manifest, InputMapper, ModelSpec, Scorecard};
+use riskd_scorecard::{check_manifest, read_manifest, ModelSpec, Scorecard};
 
 const TOL: f64 = 1e-9;
 
@@ -63,9 +63,9 @@ fn train_with(dir: &Path, keys: KeyRing, params: serde_json::Value) -> TrainRepo
 fn matrix(dir: &Path, features: &Arc<FeatureSet>) -> Matrix {
     let mpath = dir.join("manifest.toml");
     let (manifest, _) = read_manifest(&mpath).unwrap();
-    let mapper = InputMapper::new(&manifest.inputs, features, &mpath.display().to_string()).unwrap();
+    let checked = check_manifest(&manifest, features, &mpath.display().to_string()).unwrap();
     let labels = read_labels(&labels()).unwrap();
-    build_matrix(&events(), &labels, features, &mapper, |k| k == EventKind::LoanApplication, keys()).unwrap()
+    build_matrix(&events(), &labels, features, &checked.mapper, |k| k == EventKind::LoanApplication, keys()).unwrap()
 }
 
 #[test]
@@ -110,8 +110,8 @@ fn trained_model_serves_exactly_the_training_predictions() {
         ..EngineConfig::default()
     };
     let deployment = Arc::new(Deployment::load(&cfg).unwrap_or_else(|e| panic!("{e}")));
-    assert_eq!(deployment.models.len(), 1);
-    assert_eq!(deployment.models[0].version, spec.version);
+    assert_eq!(deployment.models().models.len(), 1);
+    assert_eq!(deployment.models().models[0].version, spec.version);
     let mut pipeline = Pipeline::new(deployment, keys(), &cfg).unwrap();
     let recorded = Recorded::read(open_input(&events()).unwrap()).unwrap();
     let (mut served, mut worst) = (0, 0.0f64);
@@ -206,8 +206,19 @@ fn training_is_deterministic_and_its_report_is_consistent() {
     assert!((auc_t - ra.auc_train).abs() < 1e-12, "naive train AUC {auc_t} vs {}", ra.auc_train);
     // The model learnt something: better than chance on the data it saw.
     assert!(ra.auc_train > 0.8, "train AUC {}", ra.auc_train);
-    // The report records the parameters actually used (the defaults here).
-    assert_eq!(ra.params, riskd_pipeline::train::default_params());
+    // The report records the parameters actually used: the defaults with
+    // the manifest's `[training]` table over them.
+    let mut want = riskd_pipeline::train::default_params();
+    let (manifest, _) = read_manifest(&a.path().join("manifest.toml")).unwrap();
+    assert!(!manifest.training.is_empty());
+    for (k, v) in &manifest.training {
+        want[k] = v.clone();
+    }
+    assert_eq!(ra.params, want);
+    let text = std::fs::read_to_string(a.path().join("model.txt")).unwrap();
+    for (k, v) in &manifest.training {
+        assert!(text.contains(&format!("[{k}: {v}]")), "the model file records {k} = {v}");
+    }
 }
 
 /// The shipped A card says it was trained with `riskd train` on the recorded
@@ -222,11 +233,9 @@ fn shipped_a_card_is_reproducible_from_the_recorded_stream() {
     assert!(trained == shipped, "models/a_card/model.txt differs from a fresh training on replay-data");
 }
 
-/// `train` skips event types it does not know (`filter_map`), where the
-/// serving loader refuses them; a typo in `events` then ends in "only 0
-/// labelled events to train on" instead of naming the bad event type.
+/// `train` checks the manifest as the serving loader does: a typo in
+/// `events` is named, not reported as "too few labelled events".
 #[test]
-#[ignore = "gap: train does not validate the manifest like ModelSpec::load (unknown event type reported as too few rows)"]
 fn train_refuses_an_unknown_event_type_by_name() {
     let dir = model_dir();
     let p = dir.path().join("manifest.toml");
@@ -250,15 +259,11 @@ fn trees(dir: &Path) -> String {
     text.split("end of trees").next().unwrap().to_string()
 }
 
-/// `train` builds its LightGBM dataset with `lightgbm3::Dataset::from_slice`,
-/// which constructs it with no parameters. Dataset parameters given in
-/// `--params` (`max_bin`, `min_data_in_bin`, `feature_pre_filter`,
-/// `categorical_feature`, and `min_data_in_leaf` as far as the pre-filter is
-/// concerned) are then silently ignored, while the report and the model
-/// file's parameter section record them as used. This is also why lowering
-/// `min_data_in_leaf` never brings back the A card's pre-filtered inputs.
+/// Dataset parameters given in `--params` (`max_bin`, `min_data_in_bin`,
+/// `feature_pre_filter`, `categorical_feature`) reach LightGBM's dataset
+/// construction, not only the booster: they change the trees, and the report
+/// and the model file record them.
 #[test]
-#[ignore = "bug: dataset parameters in train --params (max_bin, categorical_feature, feature_pre_filter) are silently ignored"]
 fn dataset_parameters_take_effect() {
     let (a, b) = (model_dir(), model_dir());
     train_in(a.path(), keys());

@@ -174,7 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 state.rules.rule_count(),
                 v.rule_set,
                 v.lists,
-                dep.models.len(),
+                state.models.models.len(),
                 v.model
             );
             let warnings = state.rules.warnings();
@@ -261,7 +261,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let ready = Arc::new(AtomicBool::new(false));
-                let status = riskd_kafka::reload::SharedStatus::default();
+                let status = riskd_kafka::reload::Statuses::default();
                 if let Some(handle) = metrics {
                     let addr = cfg.http.listen.parse()?;
                     let (d, st) = (dep.clone(), status.clone());
@@ -271,10 +271,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         riskd_kafka::ops::serve_http(addr, handle, ready.clone(), status_fn, shutdown_signal()).await?;
                     tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz /status");
                 }
-                let every = cfg.engine.rules_reload_interval_ms;
-                let interval = (every > 0).then(|| std::time::Duration::from_millis(every));
-                tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, status, shutdown_signal()));
-                let checkpoints =
+                use riskd_kafka::reload::{watch, Watched};
+                let every = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
+                let (rules_every, models_every) =
+                    (every(cfg.engine.rules_reload_interval_ms), every(cfg.engine.models_reload_interval_ms));
+                tokio::spawn(watch(dep.clone(), Watched::Rules, rules_every, status.rules, shutdown_signal()));
+                tokio::spawn(watch(dep, Watched::Models, models_every, status.models, shutdown_signal()));
+                                let checkpoints =
                     (!cfg.engine.state_dir.as_os_str().is_empty()).then(|| riskd_kafka::serve::Checkpointing {
                         store: riskd_pipeline::CheckpointStore::new(&cfg.engine.state_dir),
                         interval: std::time::Duration::from_millis(cfg.engine.checkpoint_interval_ms.max(1)),

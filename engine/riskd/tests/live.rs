@@ -457,3 +457,135 @@ async fn rules_reload_while_serving_without_losing_or_repeating_decisions() {
     assert_eq!(r990(&db), logins(&db), "the new rule acts on every login after the reload");
     assert_eq!(r990(&dc), logins(&dc), "the old rules keep serving after a refused change");
 }
+
+/// Probabilities `riskd replay` gives the labelled inputs with `model_dir`.
+fn replay_probabilities(s: &Setup, lines: &[Vec<u8>], model_dir: &Path) -> HashMap<String, f64> {
+    let input = s.dir.path().join(format!("replay-{}.jsonl", unique_topic("in")));
+    let out = input.with_extension("out.jsonl");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for l in lines {
+        f.write_all(l).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    drop(f);
+    let status = s
+        .riskd()
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--dead-letters")
+        .arg(input.with_extension("dl.jsonl"))
+        .env("RISKD_ENGINE_MODELS", model_dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Decision>(l).unwrap())
+        .filter_map(|d| d.probability.map(|p| (d.event_id, p)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_hot_swap_while_serving_without_losing_or_repeating_decisions() {
+    let broker = start_broker();
+    let s = Setup::new(broker.bootstrap());
+    create_topics(&s.brokers, &[(&s.input, 1), (&s.decisions, 1), (&s.dead, 1)]).await;
+    // The model directory the engine serves, and the next version trained aside.
+    let live = s.dir.path().join("a_card");
+    let next = s.dir.path().join("a_card_next");
+    for dir in [&live, &next] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(repo().join("models/a_card/manifest.toml"), dir.join("manifest.toml")).unwrap();
+    }
+    std::fs::copy(repo().join("models/a_card/model.txt"), live.join("model.txt")).unwrap();
+    let manifest = std::fs::read_to_string(next.join("manifest.toml")).unwrap();
+    std::fs::write(next.join("manifest.toml"), manifest.replace("2026.11.0", "2026.12.0")).unwrap();
+    let trained = s
+        .riskd()
+        .args(["train", "--events", "replay-data/events.jsonl", "--labels", "replay-data/labels.csv", "--model-dir"])
+        .arg(&next)
+        .args(["--params", r#"{"num_leaves": 4}"#])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(trained.success());
+
+    let (lines, hostile) = inputs(3000);
+    let lines = &lines[..lines.len() - hostile];
+    let (a, rest) = lines.split_at(1000);
+    let (b, c) = rest.split_at(1000);
+    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let mut serve = Engine(
+        s.riskd()
+            .arg("serve")
+            .env("RISKD_HTTP_LISTEN", &http)
+            .env("RISKD_ENGINE_MODELS", &live)
+            .env("RISKD_ENGINE_MODELS_RELOAD_INTERVAL_MS", "200")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    produce(&s.brokers, &s.input, a, user_key).await;
+    let after_a = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len(), Duration::from_secs(120));
+    assert_eq!(after_a.len(), a.len());
+    wait_for_port(&http);
+
+    // A bad version (infinite points scale): refused, the old model serves on.
+    std::fs::write(live.join("manifest.toml"), manifest.replace("pdo = 40", "pdo = inf")).unwrap();
+    wait_for_metric(&http, &["risk_reloads_total", "what=\"models\"", "outcome=\"rejected\"", "} 1"]);
+    let status = http_get(&http, "/status");
+    let body: serde_json::Value = serde_json::from_str(status.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["model_reload"]["last_outcome"], "rejected", "{body}");
+    let why = body["model_reload"]["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("invalid manifest: scaling needs base_odds > 0 and pdo > 0"), "{why}");
+    assert_eq!(body["models"][0]["manifest_version"], "2026.11.0", "{body}");
+    produce(&s.brokers, &s.input, b, user_key).await;
+    let after_b = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len() + b.len(), Duration::from_secs(120));
+    assert_eq!(after_b.len(), a.len() + b.len());
+
+    // The new version, model file first: swapped in.
+    std::fs::copy(next.join("model.txt"), live.join("model.txt")).unwrap();
+    std::fs::copy(next.join("manifest.toml"), live.join("manifest.toml")).unwrap();
+    wait_for_metric(&http, &["risk_reloads_total", "what=\"models\"", "outcome=\"applied\"", "} 1"]);
+    let status = http_get(&http, "/status");
+    let body: serde_json::Value = serde_json::from_str(status.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["models"][0]["manifest_version"], "2026.12.0", "{body}");
+    assert!(body["model_reload"]["last_error"].is_null(), "{body}");
+    produce(&s.brokers, &s.input, c, user_key).await;
+    let all = collect(&s.brokers, &[&s.decisions, &s.dead], 1, lines.len(), Duration::from_secs(120));
+    assert!(sigterm(&mut serve).success());
+
+    assert_eq!(all.len(), lines.len(), "one output per input across both model reloads");
+    let decisions = decisions_of(&all, &s.decisions);
+    let ids: HashSet<&str> = decisions.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(ids.len(), decisions.len(), "no input decided twice");
+    let id_of =
+        |l: &Vec<u8>| serde_json::from_slice::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string();
+    let batch = |ls: &[Vec<u8>]| -> Vec<&Decision> {
+        let want: HashSet<String> = ls.iter().map(id_of).collect();
+        decisions.iter().filter(|d| want.contains(&d.event_id) && d.probability.is_some()).collect()
+    };
+    let (da, db, dc) = (batch(a), batch(b), batch(c));
+    assert!(!da.is_empty() && !db.is_empty() && !dc.is_empty());
+    let version = |ds: &[&Decision]| {
+        ds.iter().map(|d| (d.versions.model.clone(), d.model.as_ref().unwrap().version.clone())).collect::<HashSet<_>>()
+    };
+    assert_eq!(version(&da).len(), 1);
+    assert_eq!(version(&da), version(&db), "the refused version did not replace the model in force");
+    assert_eq!(version(&dc).len(), 1);
+    assert_ne!(version(&db), version(&dc), "decisions after the swap carry the new model version");
+    // Each decision's probability is what a file replay gives with the model
+    // version that made it.
+    let old = replay_probabilities(&s, lines, &repo().join("models/a_card"));
+    let new = replay_probabilities(&s, lines, &next);
+    for d in da.iter().chain(&db) {
+        assert_eq!(d.probability, old.get(&d.event_id).copied(), "{}", d.event_id);
+    }
+    for d in &dc {
+        assert_eq!(d.probability, new.get(&d.event_id).copied(), "{}", d.event_id);
+    }
+}

@@ -2,24 +2,37 @@
 //! one event at a time, converted to points, with adverse reason codes.
 //!
 //! A model directory holds `manifest.toml` and the LightGBM text model it
-//! names. At load the manifest's inputs are resolved against the event field
-//! table and the feature set, and checked against the model itself (input
-//! count and names); any mismatch refuses the model with a precise message.
-//! At run time each worker owns its own prepared [`Scorecard`]: the input row
-//! is filled by slot into a reused buffer and scored through LightGBM's
-//! single-row fast path.
+//! names. At load the manifest is checked on its own (event types, card,
+//! scaling), its inputs are resolved against the event field table and the
+//! feature set (types, and whether the scored events carry them), and the
+//! whole is checked against the model itself (a binary objective, input
+//! count, names and which inputs are categorical); any mismatch refuses the
+//! model with a message naming the file and the input.
+//!
+//! Models are grouped in a [`ModelSet`]: at most one champion per event type,
+//! each with an optional challenger that is scored beside it and may decide
+//! a deterministic share of users.
+//!
+//! At run time each worker owns its own prepared [`Scorecard`] per model: the
+//! input row is filled by slot into a reused buffer and scored through
+//! LightGBM's single-row fast path; reason codes come from the same path's
+//! SHAP contributions into another reused buffer, so scoring an event
+//! allocates nothing here.
+
+pub mod lgbm;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lightgbm3::Booster;
 use riskd_core::event::{Event, EventKind, KindMask};
-use riskd_core::fields::FieldId;
+use riskd_core::fields::{FieldId, FieldType, Value};
 use riskd_core::version::ContentHasher;
 use riskd_core::{Reason, ReasonSource};
 use riskd_features::{FeatureSet, FeatureVector};
 use serde::{Deserialize, Serialize};
+
+pub use lgbm::LgbmError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -46,8 +59,29 @@ pub struct Manifest {
     /// LightGBM text model file, relative to the manifest.
     pub model_file: String,
     pub scaling: Scaling,
+    /// Present when this model is a challenger to another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger: Option<ChallengerSpec>,
+    /// LightGBM parameters `riskd train` uses for this model, over its
+    /// defaults (command-line `--params` override these). Not used in serving.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub training: serde_json::Map<String, serde_json::Value>,
     #[serde(rename = "input")]
     pub inputs: Vec<InputSpec>,
+}
+
+/// `[challenger]`: this model is trialled against a champion on the same
+/// event types. It is scored on every event the champion scores and
+/// recorded in the decision; it decides only for `traffic_share` of users.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengerSpec {
+    /// Manifest `name` of the champion model.
+    pub champion: String,
+    /// Share of users (0 to 1, by a hash of the user id) whose events this
+    /// model decides instead of the champion. 0: recorded only.
+    #[serde(default)]
+    pub traffic_share: f64,
 }
 
 /// Points scaling: `base_score` points at `base_odds` good:bad odds, and
@@ -68,6 +102,19 @@ impl Scaling {
     }
 }
 
+/// How an input's value is passed to the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// A number (booleans as 0/1).
+    #[default]
+    Numeric,
+    /// A category: a string field mapped to the integer code of its value
+    /// (the n-th entry of `categories` is code n; a value not listed is
+    /// missing), or a numeric field or feature whose value is the code.
+    Categorical,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
@@ -82,6 +129,15 @@ pub struct InputSpec {
     /// How a missing value is passed to the model: "nan" (LightGBM's missing) or "zero".
     #[serde(default = "default_missing")]
     pub missing: String,
+    #[serde(default, skip_serializing_if = "is_numeric")]
+    pub kind: InputKind,
+    /// Categorical inputs on string fields: the values, in code order (0, 1, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+}
+
+fn is_numeric(k: &InputKind) -> bool {
+    *k == InputKind::Numeric
 }
 
 fn default_missing() -> String {
@@ -98,6 +154,34 @@ enum InputSource {
 struct Input {
     source: InputSource,
     zero_if_missing: bool,
+    /// Categorical inputs: the category strings, code = position. A short
+    /// list is scanned faster than a hash is computed.
+    categories: Option<Box<[Box<str>]>>,
+}
+
+impl Input {
+    #[inline]
+    fn value(&self, ev: &Event, features: &FeatureVector) -> f64 {
+        let v = match (self.source, &self.categories) {
+            (InputSource::Field(f), Some(cats)) => match f.get(ev) {
+                Value::Str(s) => cats.iter().position(|c| &**c == s).map_or(f64::NAN, |i| i as f64),
+                _ => f64::NAN,
+            },
+            (InputSource::Field(f), None) => f.get(ev).num_or_nan(),
+            (InputSource::Feature(slot), _) => features.get(slot),
+        };
+        if v.is_nan() && self.zero_if_missing {
+            0.0
+        } else {
+            v
+        }
+    }
+}
+
+/// The names of the event kinds in a mask, for messages.
+fn kind_names(mask: KindMask) -> String {
+    let names: Vec<&str> = EventKind::ALL.iter().filter(|k| mask & k.bit() != 0).map(|k| k.as_str()).collect();
+    names.join(", ")
 }
 
 /// Model inputs resolved to event fields and feature slots, in column order.
@@ -108,9 +192,18 @@ pub struct InputMapper {
 }
 
 impl InputMapper {
-    pub fn new(specs: &[InputSpec], features: &FeatureSet, path: &str) -> Result<InputMapper, ModelError> {
+    /// Resolves `specs` for a model scoring the event kinds in `kinds`.
+    pub fn new(
+        specs: &[InputSpec],
+        features: &FeatureSet,
+        kinds: KindMask,
+        path: &str,
+    ) -> Result<InputMapper, ModelError> {
+        let mismatch = |message: String| ModelError::Mismatch { path: path.into(), message };
+        let manifest = |message: String| ModelError::Manifest { path: path.into(), message };
         let mut inputs = Vec::new();
         for (i, inp) in specs.iter().enumerate() {
+            let at = format!("input {} (`{}`)", i + 1, inp.name);
             let source = if let Some(slot) = features.slot(&inp.source) {
                 InputSource::Feature(slot)
             } else if let Some(f) = FieldId::lookup(&inp.source) {
@@ -126,27 +219,84 @@ impl InputMapper {
                 )
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
-                return Err(ModelError::Mismatch {
-                    path: path.into(),
-                    message: format!(
-                        "input {} (`{}`) reads `{}`, which is neither an event field nor a feature in the feature set{hint}",
-                        i + 1,
-                        inp.name,
-                        inp.source
-                    ),
-                });
+                return Err(mismatch(format!(
+                    "{at} reads `{}`, which is neither an event field nor a feature in the feature set{hint}",
+                    inp.source
+                )));
             };
             let zero_if_missing = match inp.missing.as_str() {
                 "nan" => false,
                 "zero" => true,
                 other => {
-                    return Err(ModelError::Manifest {
-                        path: path.into(),
-                        message: format!("input `{}`: missing = `{other}` must be \"nan\" or \"zero\"", inp.name),
-                    })
+                    return Err(manifest(format!(
+                        "input `{}`: missing = `{other}` must be \"nan\" or \"zero\"",
+                        inp.name
+                    )))
                 }
             };
-            inputs.push(Input { source, zero_if_missing });
+            if let InputSource::Field(f) = source {
+                let spec = f.spec();
+                if spec.kinds & kinds == 0 {
+                    return Err(mismatch(format!(
+                        "{at} reads `{}`, which only {} events carry; this model scores {} events, so it would always be missing",
+                        inp.source,
+                        kind_names(spec.kinds),
+                        kind_names(kinds)
+                    )));
+                }
+            }
+            let ty = match source {
+                InputSource::Field(f) => f.spec().ty,
+                InputSource::Feature(_) => FieldType::Num,
+            };
+            let categories = match inp.kind {
+                InputKind::Numeric => {
+                    if !inp.categories.is_empty() {
+                        return Err(manifest(format!(
+                            "input `{}`: `categories` needs kind = \"categorical\"",
+                            inp.name
+                        )));
+                    }
+                    if !matches!(ty, FieldType::Num | FieldType::Bool) {
+                        return Err(mismatch(format!(
+                            "{at} reads `{}`, a {ty} field, as a number; declare it kind = \"categorical\" with its `categories`",
+                            inp.source
+                        )));
+                    }
+                    None
+                }
+                InputKind::Categorical if ty == FieldType::Num => {
+                    // A numeric field or feature carries the category code itself.
+                    if !inp.categories.is_empty() {
+                        return Err(mismatch(format!(
+                            "{at} reads `{}`, a number, which is passed as the category code itself; `categories` maps strings and must be left out",
+                            inp.source
+                        )));
+                    }
+                    None
+                }
+                InputKind::Categorical => {
+                    if ty != FieldType::Str {
+                        return Err(mismatch(format!(
+                            "{at} is categorical but reads `{}`, a {ty} field; categorical inputs read string fields (with `categories`) or numeric codes",
+                            inp.source
+                        )));
+                    }
+                    if inp.categories.is_empty() {
+                        return Err(manifest(format!(
+                            "input `{}`: a categorical input on a string field needs `categories` (its values in code order)",
+                            inp.name
+                        )));
+                    }
+                    for (k, c) in inp.categories.iter().enumerate() {
+                        if inp.categories[..k].contains(c) {
+                            return Err(manifest(format!("input `{}`: category `{c}` is listed twice", inp.name)));
+                        }
+                    }
+                    Some(inp.categories.iter().map(|c| c.as_str().into()).collect())
+                }
+            };
+            inputs.push(Input { source, zero_if_missing, categories });
         }
         Ok(InputMapper { inputs })
     }
@@ -159,20 +309,11 @@ impl InputMapper {
         self.inputs.is_empty()
     }
 
-    /// Fills the model's input row for an event.
+    /// Fills the model's input row for an event (no allocation once `row`
+    /// has the capacity).
     pub fn fill_row(&self, ev: &Event, features: &FeatureVector, row: &mut Vec<f64>) {
         row.clear();
-        row.extend(self.inputs.iter().map(|inp| {
-            let v = match inp.source {
-                InputSource::Field(f) => f.get(ev).num_or_nan(),
-                InputSource::Feature(slot) => features.get(slot),
-            };
-            if v.is_nan() && inp.zero_if_missing {
-                0.0
-            } else {
-                v
-            }
-        }));
+        row.extend(self.inputs.iter().map(|inp| inp.value(ev, features)));
     }
 }
 
@@ -190,12 +331,97 @@ pub fn read_manifest(path: &Path) -> Result<(Manifest, String), ModelError> {
     Ok((manifest, text))
 }
 
+/// A manifest checked on its own and against the feature set: everything
+/// that can be checked without the model file. Training uses it too.
+#[derive(Clone, Debug)]
+pub struct CheckedManifest {
+    pub kinds: KindMask,
+    pub mapper: InputMapper,
+}
+
+pub fn check_manifest(manifest: &Manifest, features: &FeatureSet, path: &str) -> Result<CheckedManifest, ModelError> {
+    let invalid = |message: String| ModelError::Manifest { path: path.into(), message };
+    if manifest.events.is_empty() {
+        return Err(invalid("`events` is empty: list the event types this model scores".into()));
+    }
+    let mut kinds = 0;
+    for e in &manifest.events {
+        kinds |= EventKind::parse(e).ok_or_else(|| invalid(format!("unknown event type `{e}` in `events`")))?.bit();
+    }
+    if !["application", "behaviour", "collection"].contains(&manifest.card.as_str()) {
+        return Err(invalid(format!("card `{}` must be application, behaviour or collection", manifest.card)));
+    }
+    let s = manifest.scaling;
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !(positive(s.base_odds) && positive(s.pdo) && s.base_score.is_finite()) {
+        return Err(invalid("scaling needs base_odds > 0 and pdo > 0".into()));
+    }
+    if let Some(c) = &manifest.challenger {
+        if !(0.0..=1.0).contains(&c.traffic_share) {
+            return Err(invalid(format!("challenger traffic_share = {} must be between 0 and 1", c.traffic_share)));
+        }
+        if c.champion == manifest.name {
+            return Err(invalid(format!("model `{}` cannot be its own challenger", manifest.name)));
+        }
+    }
+    if manifest.inputs.is_empty() {
+        return Err(invalid("no `[[input]]`: a model needs at least one input".into()));
+    }
+    for (i, a) in manifest.inputs.iter().enumerate() {
+        if manifest.inputs[..i].iter().any(|b| b.name == a.name) {
+            return Err(invalid(format!("input `{}` is listed twice", a.name)));
+        }
+    }
+    let mapper = InputMapper::new(&manifest.inputs, features, kinds, path)?;
+    Ok(CheckedManifest { kinds, mapper })
+}
+
+/// What the header of a LightGBM text model says (before the first tree).
+#[derive(Clone, Debug, Default)]
+pub struct ModelHeader {
+    pub objective: String,
+    pub num_class: usize,
+    /// Per input: `[min:max]` (numerical), `none` (unused) or the category
+    /// codes seen in training, `a:b:c` (categorical).
+    pub feature_infos: Vec<String>,
+}
+
+impl ModelHeader {
+    pub fn parse(text: &str) -> ModelHeader {
+        let mut h = ModelHeader { num_class: 1, ..ModelHeader::default() };
+        for line in text.lines() {
+            if line.starts_with("Tree=") || line == "end of trees" {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("objective=") {
+                h.objective = v.to_string();
+            } else if let Some(v) = line.strip_prefix("num_class=") {
+                h.num_class = v.trim().parse().unwrap_or(0);
+            } else if let Some(v) = line.strip_prefix("feature_infos=") {
+                h.feature_infos = v.split(' ').map(str::to_string).collect();
+            }
+        }
+        h
+    }
+
+    /// The category codes a categorical input took in training, or `None`
+    /// for a numerical (or unused) input.
+    pub fn categories(&self, input: usize) -> Option<Vec<i64>> {
+        let info = self.feature_infos.get(input)?;
+        if info.starts_with('[') || info == "none" {
+            return None;
+        }
+        info.split(':').map(|c| c.parse().ok()).collect()
+    }
+}
+
 /// A validated model: manifest, resolved inputs and the model text. Shared
 /// between workers; each worker builds its own [`Scorecard`] from it.
 #[derive(Debug)]
 pub struct ModelSpec {
     pub manifest: Manifest,
     pub dir: PathBuf,
+    /// Content hash of the manifest and the model file.
     pub version: String,
     pub kinds: KindMask,
     mapper: InputMapper,
@@ -207,55 +433,71 @@ impl ModelSpec {
         let mpath = dir.join("manifest.toml");
         let shown = mpath.display().to_string();
         let (manifest, text) = read_manifest(&mpath)?;
-        let mut kinds = 0;
-        for e in &manifest.events {
-            kinds |= EventKind::parse(e)
-                .ok_or_else(|| ModelError::Manifest {
-                    path: shown.clone(),
-                    message: format!("unknown event type `{e}` in `events`"),
-                })?
-                .bit();
-        }
-        if !["application", "behaviour", "collection"].contains(&manifest.card.as_str()) {
-            return Err(ModelError::Manifest {
-                path: shown,
-                message: format!("card `{}` must be application, behaviour or collection", manifest.card),
-            });
-        }
-        let s = manifest.scaling;
-        if !(s.base_odds > 0.0 && s.pdo > 0.0 && s.base_score.is_finite()) {
-            return Err(ModelError::Manifest {
-                path: shown,
-                message: "scaling needs base_odds > 0 and pdo > 0".into(),
-            });
-        }
-        let mapper = InputMapper::new(&manifest.inputs, features, &shown)?;
+        let CheckedManifest { kinds, mapper } = check_manifest(&manifest, features, &shown)?;
         let model_path = dir.join(&manifest.model_file);
         let model_shown = model_path.display().to_string();
         let model_text = std::fs::read_to_string(&model_path)
             .map_err(|source| ModelError::Read { path: model_shown.clone(), source })?;
-        let booster = Booster::from_string(&model_text)
-            .map_err(|e| ModelError::Lightgbm { path: model_shown.clone(), message: e.to_string() })?;
-        let n = booster.num_features() as usize;
-        if n != mapper.len() {
-            return Err(ModelError::Mismatch {
-                path: shown,
-                message: format!("the model takes {n} inputs but the manifest lists {}", mapper.len()),
-            });
+        let lgbm = |e: LgbmError| ModelError::Lightgbm { path: model_shown.clone(), message: e.0 };
+        let model = lgbm::Model::from_string(&model_text).map_err(lgbm)?;
+        let mismatch = |message: String| ModelError::Mismatch { path: shown.clone(), message };
+        let header = ModelHeader::parse(&model_text);
+        let objective = header.objective.split(' ').next().unwrap_or("");
+        if objective != "binary" || model.num_classes().map_err(lgbm)? != 1 {
+            return Err(mismatch(format!(
+                "{model_shown} is a `{}` model; a scorecard needs a binary classifier (objective = binary) whose output is the probability of \"bad\"",
+                if header.objective.is_empty() { "unknown" } else { &header.objective }
+            )));
         }
-        if let Ok(names) = booster.feature_name() {
-            for (i, (have, want)) in names.iter().zip(&manifest.inputs).enumerate() {
-                if *have != want.name {
-                    return Err(ModelError::Mismatch {
-                        path: shown,
-                        message: format!("model input {} is named `{have}` but the manifest says `{}` (inputs must be in model column order)", i + 1, want.name),
-                    });
-                }
+        let n = model.num_features().map_err(lgbm)?;
+        if n != mapper.len() {
+            return Err(mismatch(format!("the model takes {n} inputs but the manifest lists {}", mapper.len())));
+        }
+        let names = model.feature_names().map_err(lgbm)?;
+        for (i, (have, want)) in names.iter().zip(&manifest.inputs).enumerate() {
+            if *have != want.name {
+                return Err(mismatch(format!(
+                    "model input {} is named `{have}` but the manifest says `{}` (inputs must be in model column order)",
+                    i + 1,
+                    want.name
+                )));
             }
         }
+        for (i, inp) in manifest.inputs.iter().enumerate() {
+            let at = format!("input {} (`{}`)", i + 1, inp.name);
+            match (inp.kind, header.categories(i)) {
+                (InputKind::Numeric, Some(_)) => {
+                    return Err(mismatch(format!(
+                        "{at} is categorical in the model but numeric in the manifest; declare kind = \"categorical\" with its `categories`"
+                    )))
+                }
+                (InputKind::Categorical, None) if header.feature_infos.get(i).is_some_and(|f| f.starts_with('[')) => {
+                    return Err(mismatch(format!(
+                        "{at} is categorical in the manifest but the model was trained with it as numerical"
+                    )))
+                }
+                (InputKind::Categorical, Some(codes)) if !inp.categories.is_empty() => {
+                    // LightGBM lists -1 for rows where the input was missing.
+                    if let Some(bad) = codes.iter().copied().filter(|&c| c >= 0 && c as usize >= inp.categories.len()).max() {
+                        return Err(mismatch(format!(
+                            "{at}: the model was trained with category code {bad}, but the manifest lists {} categories (codes 0 to {})",
+                            inp.categories.len(),
+                            inp.categories.len() as i64 - 1
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The fast path must prepare too, or no worker could serve the model.
+        lgbm::SingleRow::new(model, n).map_err(lgbm)?;
         let version =
             ContentHasher::new().part("manifest.toml", text.as_bytes()).part("model", model_text.as_bytes()).finish();
         Ok(ModelSpec { manifest, dir: dir.to_path_buf(), version, kinds, mapper, model_text })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
     }
 
     pub fn scores(&self, kind: EventKind) -> bool {
@@ -270,24 +512,207 @@ impl ModelSpec {
     pub fn model_text(&self) -> &str {
         &self.model_text
     }
+
+    /// The decision's reason for input `input` contributing `contribution`.
+    pub fn reason(&self, input: usize, contribution: f64) -> Reason {
+        let inp = &self.manifest.inputs[input];
+        Reason {
+            source: ReasonSource::Model,
+            code: inp.reason_code.clone(),
+            id: inp.name.clone(),
+            stage: None,
+            action: None,
+            shadow: false,
+            label: Some(inp.label.clone()),
+            contribution: Some((contribution * 1e6).round() / 1e6),
+        }
+    }
 }
 
-/// LightGBM's booster handle is not tied to the thread that created it: the
-/// C API may be called from any thread, one call at a time per handle, which
-/// `&mut` access guarantees here.
-struct OwnedBooster(Booster);
-// SAFETY: see above; the handle is only used through `&mut self` or owned moves.
-unsafe impl Send for OwnedBooster {}
+/// The role of a model in a [`ModelSet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Champion,
+    Challenger,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Champion => "champion",
+            Role::Challenger => "challenger",
+        }
+    }
+}
+
+/// The models in force: at most one champion per event type, each with at
+/// most one challenger scoring the same event types.
+#[derive(Debug, Default)]
+pub struct ModelSet {
+    pub models: Vec<Arc<ModelSpec>>,
+    /// Per event kind: the champion's index and its challenger's, if any.
+    by_kind: [Option<(usize, Option<usize>)>; 16],
+}
+
+/// Which models score an event, and which of them decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Index of the model whose score decides.
+    pub decides: usize,
+    /// Index of the model scored beside it and recorded only.
+    pub shadow: Option<usize>,
+}
+
+impl ModelSet {
+    /// Groups validated models; refuses overlapping champions, challengers
+    /// without a matching champion and duplicate names, naming each model's
+    /// manifest.
+    pub fn new(models: Vec<Arc<ModelSpec>>) -> Result<ModelSet, Vec<ModelError>> {
+        let mut errors = Vec::new();
+        let shown = |m: &ModelSpec| m.dir.join("manifest.toml").display().to_string();
+        let mut by_kind: [Option<(usize, Option<usize>)>; 16] = [None; 16];
+        for (i, m) in models.iter().enumerate() {
+            if let Some(j) = models[..i].iter().position(|o| o.name() == m.name()) {
+                errors.push(ModelError::Mismatch {
+                    path: shown(m),
+                    message: format!("model name `{}` is also used by {}", m.name(), shown(&models[j])),
+                });
+            }
+        }
+        for (i, m) in models.iter().enumerate().filter(|(_, m)| m.manifest.challenger.is_none()) {
+            for k in EventKind::ALL.iter().filter(|k| m.scores(**k)) {
+                match by_kind[*k as usize] {
+                    Some((j, _)) => errors.push(ModelError::Mismatch {
+                        path: shown(m),
+                        message: format!(
+                            "models `{}` and `{}` both score {} events; make one the other's challenger",
+                            models[j].name(),
+                            m.name(),
+                            k.as_str()
+                        ),
+                    }),
+                    None => by_kind[*k as usize] = Some((i, None)),
+                }
+            }
+        }
+        for (i, m) in models.iter().enumerate() {
+            let Some(c) = &m.manifest.challenger else { continue };
+            let err = |message: String| ModelError::Mismatch { path: shown(m), message };
+            let Some(champ) = models.iter().position(|o| o.name() == c.champion) else {
+                let names: Vec<&str> = models.iter().map(|o| o.name()).collect();
+                errors.push(err(format!(
+                    "challenger of `{}`, but no model of that name is loaded (loaded: {})",
+                    c.champion,
+                    names.join(", ")
+                )));
+                continue;
+            };
+            let champion = &models[champ];
+            if champion.manifest.challenger.is_some() {
+                errors.push(err(format!("challenger of `{}`, which is itself a challenger", c.champion)));
+                continue;
+            }
+            if champion.kinds != m.kinds {
+                errors.push(err(format!(
+                    "challenger of `{}`, which scores {} events, but it scores {} events; a challenger scores the same events",
+                    c.champion,
+                    kind_names(champion.kinds),
+                    kind_names(m.kinds)
+                )));
+                continue;
+            }
+            for k in EventKind::ALL.iter().filter(|k| m.scores(**k)) {
+                match &mut by_kind[*k as usize] {
+                    Some((_, slot @ None)) => *slot = Some(i),
+                    Some((_, Some(other))) => {
+                        errors.push(err(format!(
+                            "`{}` already has a challenger, `{}`",
+                            c.champion,
+                            models[*other].name()
+                        )));
+                        break;
+                    }
+                    None => {}
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(ModelSet { models, by_kind })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    pub fn role(&self, index: usize) -> Role {
+        if self.models[index].manifest.challenger.is_some() {
+            Role::Challenger
+        } else {
+            Role::Champion
+        }
+    }
+
+    /// Event kinds any model scores.
+    pub fn kinds(&self) -> KindMask {
+        self.models.iter().fold(0, |m, s| m | s.kinds)
+    }
+
+    /// Which model decides an event of `kind` by `user_id`, and which is
+    /// scored beside it. The split is deterministic per user: the same user
+    /// always lands on the same side for a given champion and share.
+    #[inline]
+    pub fn route(&self, kind: EventKind, user_id: &str) -> Option<Route> {
+        let (champion, challenger) = self.by_kind[kind as usize]?;
+        let Some(ch) = challenger else { return Some(Route { decides: champion, shadow: None }) };
+        let share = self.models[ch].manifest.challenger.as_ref().map_or(0.0, |c| c.traffic_share);
+        if share > 0.0 && user_bucket(self.models[champion].name(), user_id) < share {
+            Some(Route { decides: ch, shadow: Some(champion) })
+        } else {
+            Some(Route { decides: champion, shadow: Some(ch) })
+        }
+    }
+}
+
+/// A user's position in [0, 1) for traffic splits: FNV-1a over the champion's
+/// name and the user id, finished with the SplitMix64 mixer. Stable across
+/// runs, machines and releases (documented in docs/models.md).
+pub fn user_bucket(salt: &str, user_id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes().chain(std::iter::once(0xff)).chain(user_id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// A model prepared for one worker: its own booster with the single-row fast
-/// path initialised and reused buffers.
+/// path initialised for probabilities and contributions, and reused buffers.
 pub struct Scorecard {
     spec: Arc<ModelSpec>,
-    booster: OwnedBooster,
+    predictor: lgbm::SingleRow,
     row: Vec<f64>,
+    contrib: Vec<f64>,
+    /// Adverse inputs of the last scored event: (input index, contribution),
+    /// largest first.
+    adverse: Vec<(usize, f64)>,
 }
 
 /// The result of scoring one event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub probability: f64,
+    pub points: f64,
+}
+
+/// The result of scoring one event, with its reasons as decision records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Score {
     pub probability: f64,
@@ -304,60 +729,62 @@ impl fmt::Debug for Scorecard {
 impl Scorecard {
     pub fn new(spec: Arc<ModelSpec>) -> Result<Scorecard, ModelError> {
         let path = spec.dir.display().to_string();
-        let lgbm = |e: lightgbm3::Error| ModelError::Lightgbm { path: path.clone(), message: e.to_string() };
-        let mut booster = Booster::from_string(&spec.model_text).map_err(lgbm)?;
-        booster.single_row_fast_init::<f64>(Some(&serde_json::json!({"num_threads": 1}))).map_err(lgbm)?;
+        let lgbm = |e: LgbmError| ModelError::Lightgbm { path: path.clone(), message: e.0 };
+        let model = lgbm::Model::from_string(&spec.model_text).map_err(lgbm)?;
         let n = spec.mapper.len();
-        Ok(Scorecard { spec, booster: OwnedBooster(booster), row: Vec::with_capacity(n) })
+        let predictor = lgbm::SingleRow::new(model, n).map_err(lgbm)?;
+        let contrib = vec![0.0; predictor.contrib_len()];
+        Ok(Scorecard { spec, predictor, row: Vec::with_capacity(n), contrib, adverse: Vec::with_capacity(n) })
     }
 
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
 
-    /// Probability of "bad" for a prepared row (exposed for parity tests).
-    pub fn predict_row(&mut self, row: &[f64]) -> Result<f64, lightgbm3::Error> {
-        Ok(self.booster.0.predict_single_row_fast(row)?[0])
+    pub fn spec_arc(&self) -> &Arc<ModelSpec> {
+        &self.spec
     }
 
-    /// Scores one event; `reasons` adds the top `n` adverse reason codes.
-    pub fn score(
+    /// Probability of "bad" for a prepared row (exposed for parity tests).
+    pub fn predict_row(&mut self, row: &[f64]) -> Result<f64, LgbmError> {
+        self.predictor.predict(row)
+    }
+
+    /// Scores one event without allocating; with `reason_count > 0` the top
+    /// adverse inputs are then in [`adverse`](Self::adverse).
+    pub fn score_event(
         &mut self,
         ev: &Event,
         features: &FeatureVector,
         reason_count: usize,
-    ) -> Result<Score, lightgbm3::Error> {
-        let mut row = std::mem::take(&mut self.row);
-        self.spec.fill_row(ev, features, &mut row);
-        let result = self.score_row(&row, reason_count);
-        self.row = row;
-        result
+    ) -> Result<Scored, LgbmError> {
+        self.spec.mapper.fill_row(ev, features, &mut self.row);
+        let probability = self.predictor.predict(&self.row)?;
+        self.adverse.clear();
+        if reason_count > 0 {
+            self.predictor.contrib(&self.row, &mut self.contrib)?;
+            // One value per input, then the bias; positive pushes towards "bad".
+            let w = self.row.len();
+            self.adverse.extend(self.contrib[..w].iter().copied().enumerate().filter(|&(_, c)| c > 0.0));
+            // Total order (largest first, then column order): unstable sort
+            // gives the same result as a stable one, and needs no buffer.
+            self.adverse.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            self.adverse.truncate(reason_count);
+        }
+        Ok(Scored { probability, points: self.spec.manifest.scaling.points(probability) })
     }
 
-    fn score_row(&mut self, row: &[f64], reason_count: usize) -> Result<Score, lightgbm3::Error> {
-        let probability = self.predict_row(row)?;
-        let mut reasons = Vec::new();
-        if reason_count > 0 {
-            let contrib = self.booster.0.predict_contrib(row, row.len() as i32, true)?;
-            // Last entry is the bias; positive contributions push towards "bad".
-            let mut adverse: Vec<(usize, f64)> =
-                contrib[..row.len()].iter().copied().enumerate().filter(|(_, c)| *c > 0.0).collect();
-            adverse.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            for (i, c) in adverse.into_iter().take(reason_count) {
-                let inp = &self.spec.manifest.inputs[i];
-                reasons.push(Reason {
-                    source: ReasonSource::Model,
-                    code: inp.reason_code.clone(),
-                    id: inp.name.clone(),
-                    stage: None,
-                    action: None,
-                    shadow: false,
-                    label: Some(inp.label.clone()),
-                    contribution: Some((c * 1e6).round() / 1e6),
-                });
-            }
-        }
-        Ok(Score { probability, points: self.spec.manifest.scaling.points(probability), reasons })
+    /// The top adverse inputs of the last [`score_event`](Self::score_event):
+    /// (input index, contribution to the log-odds of "bad"), largest first.
+    pub fn adverse(&self) -> &[(usize, f64)] {
+        &self.adverse
+    }
+
+    /// Scores one event and returns its reasons as decision records.
+    pub fn score(&mut self, ev: &Event, features: &FeatureVector, reason_count: usize) -> Result<Score, LgbmError> {
+        let s = self.score_event(ev, features, reason_count)?;
+        let reasons = self.adverse.iter().map(|&(i, c)| self.spec.reason(i, c)).collect();
+        Ok(Score { probability: s.probability, points: s.points, reasons })
     }
 }
 

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use riskd_core::event::{Entities, Event, EventKind, LoanApplication, Payload, Purpose, RepaymentMethod};
 use riskd_core::{Decoder, KeyRing, Limits, ReasonSource};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
-use riskd_scorecard::{ModelSpec, Scaling, Scorecard};
+use riskd_scorecard::{ModelHeader, ModelSpec, Scaling, Scorecard};
 
 const TOL: f64 = 1e-9;
 
@@ -156,28 +156,39 @@ fn shipped_a_card_matches_lightgbm_batch_on_recorded_applications() {
     eprintln!("a_card: 270 applications, {with_reasons} with adverse reasons");
 }
 
-/// The shipped A card was trained on 216 applications, and LightGBM built
-/// its dataset with the default `min_data_in_leaf = 20` and
-/// `feature_pre_filter`: every input whose most common value covers all but a
-/// handful of rows (shared device, device velocity, shared network, failed
-/// logins, contact changes, emulator, rooted, shared phone) was dropped before
-/// training. The model never splits on them and their reason codes can never
-/// be reported. `riskd train --params` cannot change this today (dataset
-/// parameters are ignored; see `engine/pipeline/tests/train_roundtrip.rs`).
+/// The shipped A card uses every input that carries information in its
+/// training rows. LightGBM's dataset pre-filter (on by default) drops inputs
+/// whose most common value covers all but a handful of rows, which is what
+/// fraud signals look like (shared device, shared network, emulator,
+/// rooted); `riskd train` builds the dataset with its parameters and keeps
+/// them. An input that never varies in training (the model file's
+/// `feature_infos` says `none` or `[v:v]`) cannot be split on by any model.
 #[test]
-#[ignore = "gap: the shipped A card uses only 7 of its 15 inputs (fraud signals are pre-filtered away in training)"]
-fn shipped_a_card_uses_every_input() {
+fn shipped_a_card_uses_every_input_that_varies_in_training() {
     let (_, spec, reference) = load_a_card();
     let splits = reference.feature_importance(lightgbm3::ImportanceType::Split).unwrap();
-    let unused: Vec<&str> = spec
-        .manifest
-        .inputs
-        .iter()
-        .zip(&splits)
-        .filter(|(_, &s)| s == 0.0)
-        .map(|(i, _)| i.reason_code.as_str())
-        .collect();
-    assert!(unused.is_empty(), "the model never splits on {unused:?}");
+    let header = ModelHeader::parse(spec.model_text());
+    assert_eq!(header.feature_infos.len(), spec.manifest.inputs.len());
+    let varies = |info: &str| match info.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(range) => range.split_once(':').is_some_and(|(lo, hi)| lo != hi),
+        None => info != "none",
+    };
+    let mut unused = Vec::new();
+    let mut constant = Vec::new();
+    for ((inp, &s), info) in spec.manifest.inputs.iter().zip(&splits).zip(&header.feature_infos) {
+        if !varies(info) {
+            constant.push(inp.reason_code.as_str());
+        } else if s == 0.0 {
+            unused.push(inp.reason_code.as_str());
+        }
+    }
+    assert!(unused.is_empty(), "the model never splits on {unused:?}, which vary in its training rows");
+    // The sparse fraud signals are among the inputs used.
+    for code in ["A05_SHARED_DEVICE", "A07_SHARED_NETWORK", "A11_EMULATOR", "A12_ROOTED"] {
+        let i = spec.manifest.inputs.iter().position(|inp| inp.reason_code == code).unwrap();
+        assert!(splits[i] > 0.0, "{code} unused");
+    }
+    eprintln!("a_card: constant in training (unusable): {constant:?}");
 }
 
 const TEST_FEATURES: &str = r#"
@@ -368,9 +379,9 @@ fn case_for(i: usize, row: &[f64; W], features: &FeatureSet) -> (Event, FeatureV
 
 /// A hand-written model with categorical splits on inputs that arrive as
 /// numbers: the term (categories 12 and 24) and a feature count
-/// (categories 2 to 5). `riskd train` cannot produce such a model (see
-/// `engine/pipeline/tests/train_roundtrip.rs`), but a model trained elsewhere
-/// on numeric category codes is served like LightGBM scores it.
+/// (categories 2 to 5), declared `kind = "categorical"` in the manifest: a
+/// model trained elsewhere on numeric category codes is served like
+/// LightGBM scores it.
 const CATEGORICAL_MODEL: &str = "tree
 version=v4
 num_class=1
@@ -437,6 +448,7 @@ name = \"term\"
 source = \"event.term_months\"
 label = \"Term\"
 reason_code = \"C01\"
+kind = \"categorical\"
 
 [[input]]
 name = \"amount\"
@@ -449,6 +461,7 @@ name = \"apps\"
 source = \"user.applications_7d\"
 label = \"Applications\"
 reason_code = \"C03\"
+kind = \"categorical\"
 ";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
@@ -570,4 +583,146 @@ fn model_trained_here_matches_lightgbm_batch_including_missing_inputs() {
     }
     let with_reasons = check_cases(&mut card, &reference, &cases);
     assert!(with_reasons > 1000, "only {with_reasons} of 2000 had adverse reasons");
+}
+
+/// A manifest whose inputs include categorical ones: `purpose`, a string
+/// field mapped to codes by the manifest's `categories` ("other" is left
+/// out, so it is passed as missing), and `term`, a numeric field whose value
+/// is the category code.
+const CATEGORICAL_MANIFEST: &str = r#"
+name = "cat_card"
+version = "test.1"
+card = "application"
+events = ["loan_application"]
+model_file = "model.txt"
+
+[scaling]
+base_score = 600
+base_odds = 20
+pdo = 40
+
+[[input]]
+name = "amount"
+source = "event.amount"
+label = "Amount"
+reason_code = "K01"
+
+[[input]]
+name = "purpose"
+source = "event.purpose"
+label = "Loan purpose"
+reason_code = "K02_PURPOSE"
+kind = "categorical"
+categories = ["consumption", "education", "medical", "business", "home", "travel"]
+
+[[input]]
+name = "term"
+source = "event.term_months"
+label = "Term"
+reason_code = "K03_TERM"
+kind = "categorical"
+
+[[input]]
+name = "apps_7d"
+source = "user.applications_7d"
+label = "Applications"
+reason_code = "K04"
+"#;
+
+#[test]
+fn model_trained_with_string_categories_matches_lightgbm_batch() {
+    use riskd_scorecard::lgbm;
+    const PURPOSES: [Purpose; 7] = [
+        Purpose::Consumption,
+        Purpose::Education,
+        Purpose::Medical,
+        Purpose::Business,
+        Purpose::Home,
+        Purpose::Travel,
+        Purpose::Other,
+    ];
+    let features = Arc::new(FeatureSet::from_sources(&[("test.toml".into(), TEST_FEATURES.into())]).unwrap());
+    let mut rng = ChaCha8Rng::seed_from_u64(2026);
+    // Events and their features; risk depends on the purpose and the term as
+    // categories (not monotonically in their codes).
+    let cases: Vec<(Event, FeatureVector)> = (0..3000)
+        .map(|i| {
+            let row = [(rng.gen_range(10..600) * 100) as f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+            let (mut ev, _) = case_for(i, &row, &features);
+            let purpose = PURPOSES[rng.gen_range(0..PURPOSES.len())];
+            let term = [3u32, 6, 12, 24, 36][rng.gen_range(0..5)];
+            if let Payload::LoanApplication(a) = &mut ev.payload {
+                a.purpose = purpose;
+                a.term_months = term;
+            }
+            let mut fv = vec![f64::NAN; features.len()];
+            if rng.gen_bool(0.8) {
+                fv[features.slot("user.applications_7d").unwrap()] = rng.gen_range(1..6) as f64;
+            }
+            (ev, FeatureVector(fv))
+        })
+        .collect();
+    let label = |ev: &Event, rng: &mut ChaCha8Rng| -> f32 {
+        let Payload::LoanApplication(a) = &ev.payload else { unreachable!() };
+        let z =
+            -2.5 + match a.purpose {
+                Purpose::Business | Purpose::Travel => 1.8,
+                Purpose::Medical => -0.8,
+                Purpose::Other => 1.0,
+                _ => 0.0,
+            } + if a.term_months == 6 || a.term_months == 36 { 1.0 } else { 0.0 }
+                + a.amount / 60_000.0;
+        f32::from(u8::from(rng.gen_bool(1.0 / (1.0 + (-z).exp()))))
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.toml"), CATEGORICAL_MANIFEST).unwrap();
+    // The manifest's mapping builds the training rows, as `riskd train` does.
+    let (manifest, _) = riskd_scorecard::read_manifest(&dir.path().join("manifest.toml")).unwrap();
+    let checked = riskd_scorecard::check_manifest(&manifest, &features, "manifest.toml").unwrap();
+    let (mut rows, mut labels, mut row) = (Vec::new(), Vec::new(), Vec::new());
+    for (ev, fv) in &cases {
+        checked.mapper.fill_row(ev, fv, &mut row);
+        rows.extend_from_slice(&row);
+        labels.push(label(ev, &mut rng));
+    }
+    let names: Vec<String> = manifest.inputs.iter().map(|i| i.name.clone()).collect();
+    let mut params = test_params().as_object().unwrap().clone();
+    params.insert("categorical_feature".into(), "1,2".into());
+    params.insert("min_data_per_group".into(), 20.into());
+    params.insert("cat_smooth".into(), 1.into());
+    let text = lgbm::train(&rows, &labels, &names, &params).unwrap();
+    std::fs::write(dir.path().join("model.txt"), &text).unwrap();
+
+    let spec = Arc::new(ModelSpec::load(dir.path(), &features).unwrap());
+    let header = ModelHeader::parse(spec.model_text());
+    let codes = header.categories(1).expect("purpose is categorical in the model");
+    // Codes 0 to 5, and -1 where the purpose was missing ("other").
+    assert!(codes.iter().all(|&c| (-1..6).contains(&c)), "purpose codes {codes:?}");
+    assert!(codes.contains(&-1) && codes.contains(&3), "purpose codes {codes:?}");
+    assert!(header.categories(2).is_some(), "term is categorical in the model");
+    assert!(header.categories(0).is_none() && header.categories(3).is_none());
+    assert!(text.contains("num_cat=1") || text.contains("num_cat=2"), "no tree splits on a category");
+
+    // The row: purpose by its position in `categories`, "other" missing,
+    // the term's value as its code.
+    for (ev, fv) in cases.iter().take(200) {
+        spec.fill_row(ev, fv, &mut row);
+        let Payload::LoanApplication(a) = &ev.payload else { unreachable!() };
+        let want = PURPOSES.iter().position(|p| *p == a.purpose).filter(|&i| i < 6).map_or(f64::NAN, |i| i as f64);
+        assert!(row[1] == want || (row[1].is_nan() && want.is_nan()), "{}: {} for {:?}", ev.id, row[1], a.purpose);
+        assert_eq!(row[2], f64::from(a.term_months));
+    }
+
+    let reference = Booster::from_string(&text).unwrap();
+    let mut card = Scorecard::new(spec.clone()).unwrap();
+    let with_reasons = check_cases(&mut card, &reference, &cases);
+    assert!(with_reasons > 1000, "only {with_reasons} of 3000 had adverse reasons");
+    // The categorical inputs drive reason codes.
+    let mut purpose_reasons = 0;
+    for (ev, fv) in &cases {
+        let s = card.score(ev, fv, 3).unwrap();
+        purpose_reasons += s.reasons.iter().filter(|r| r.code == "K02_PURPOSE").count();
+    }
+    assert!(purpose_reasons > 300, "purpose was a top reason {purpose_reasons} times");
 }
