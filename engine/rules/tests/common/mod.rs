@@ -21,20 +21,13 @@ pub fn starter_schema() -> Schema {
         add(&mut s, f.name, f.ty, f.kinds);
     }
     let app = EventKind::LoanApplication.bit();
-    for name in [
-        "device.distinct_users_24h",
-        "device.applications_1h",
-        "user.failed_logins_10m",
-        "user.applications_30d",
-        "ip24.distinct_users_24h",
-        "user.contact_changes_30d",
-        "user.device_is_emulator",
-        "user.device_is_rooted",
-        "user.max_external_applications_30d",
-    ] {
-        add(&mut s, name, FieldType::Num, ALL_KINDS);
+    // Every feature of the starter set in features/, as the pipeline registers them.
+    let features_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../features");
+    let set = riskd_features::FeatureSet::load(&features_dir).unwrap_or_else(|e| panic!("{e:?}"));
+    for d in &set.defs {
+        let kinds = if d.entity == riskd_features::EntityKind::Event { app } else { ALL_KINDS };
+        add(&mut s, &d.name, FieldType::Num, kinds);
     }
-    add(&mut s, "app.amount_to_income", FieldType::Num, app);
     add(&mut s, "model.score", FieldType::Num, app);
     add(&mut s, "model.probability", FieldType::Num, app);
     s
