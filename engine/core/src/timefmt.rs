@@ -29,6 +29,17 @@ pub fn format_ms(ms: i64) -> String {
     }
 }
 
+/// Writes a duration in the largest unit that divides it (`24h`, `30d`, `90s`).
+pub fn format_duration_ms(ms: i64) -> String {
+    for (unit, size) in [("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        // Days and weeks only from two of them: "24h" reads better than "1d".
+        if ms != 0 && ms % size == 0 && (size < 86_400_000 || ms >= 2 * size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses a duration such as `10m`, `1h`, `24h`, `7d`, `30d`, `500ms`, `90s`.
 pub fn parse_duration_ms(text: &str) -> Option<i64> {
     let text = text.trim();

@@ -4,7 +4,7 @@
 //! it shares no window code with [`crate::FeatureEngine`]: entities are
 //! compared by their clear rendering, distinct values by their text.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -21,10 +21,13 @@ pub struct Explained<'a> {
     pub contributors: Vec<&'a Event>,
 }
 
-/// Every event seen so far, in arrival order.
+/// Every event seen so far, in arrival order, with the events of each
+/// entity (by its clear rendering) listed for lookup.
 pub struct Reference {
     set: Arc<FeatureSet>,
     events: Vec<Event>,
+    kinds: Vec<EntityKind>,
+    by_entity: HashMap<(EntityKind, String), Vec<usize>>,
 }
 
 fn render(kind: EntityKind, ev: &Event) -> Option<String> {
@@ -83,10 +86,19 @@ fn num(def: &FeatureDef, ev: &Event) -> f64 {
 
 impl Reference {
     pub fn new(set: Arc<FeatureSet>) -> Self {
-        Reference { set, events: Vec::new() }
+        let mut kinds: Vec<EntityKind> = set.defs.iter().map(|d| d.entity).collect();
+        kinds.sort();
+        kinds.dedup();
+        Reference { set, events: Vec::new(), kinds, by_entity: HashMap::new() }
     }
 
     pub fn push(&mut self, ev: Event) {
+        let i = self.events.len();
+        for &k in &self.kinds {
+            if let Some(who) = render(k, &ev) {
+                self.by_entity.entry((k, who)).or_default().push(i);
+            }
+        }
         self.events.push(ev);
     }
 
@@ -130,9 +142,11 @@ impl Reference {
             return Explained { value: f64::NAN, contributors: Vec::new() };
         };
         let field = of(&def.agg);
-        let mut hits: Vec<(usize, &Event)> = self.events[..=at]
+        let same_entity = self.by_entity.get(&(def.entity, who.clone())).map_or(&[][..], |v| v.as_slice());
+        let mut hits: Vec<(usize, &Event)> = same_entity
             .iter()
-            .enumerate()
+            .take_while(|&&i| i <= at)
+            .map(|&i| (i, &self.events[i]))
             .filter(|(_, e)| def.counts & e.kind.bit() != 0 && matches(&def.filters, e))
             .filter(|(_, e)| match (&def.agg, field) {
                 (Aggregation::DistinctCount(_), Some(f)) => !matches!(f.get(e), Value::Missing),

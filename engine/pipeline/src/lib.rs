@@ -20,6 +20,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod deployment;
+pub mod explain;
 pub mod pipeline;
 pub mod replay;
 pub mod train;

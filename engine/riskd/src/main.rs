@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, default_value = "{}")]
         params: String,
     },
+    /// Feature tools.
+    Features {
+        #[command(subcommand)]
+        command: FeaturesCommand,
+    },
     /// Rule tools.
     Rules {
         #[command(subcommand)]
@@ -76,6 +81,24 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         command: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeaturesCommand {
+    /// Every feature value of one recorded event, with the events that produced it.
+    Explain {
+        /// Recorded events (JSONL, optionally .gz), read in replay order.
+        #[arg(short, long)]
+        input: PathBuf,
+        #[arg(long)]
+        event_id: String,
+        /// Contributing events listed per feature (the count is always given).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -185,6 +208,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("note: no key file at {}; serve and replay will need one", cfg.pii.key_file.display());
             }
         }
+        Command::Features { command: FeaturesCommand::Explain { input, event_id, limit, json } } => {
+            let cfg = load_config(&cli.config)?;
+            let keys = load_keys(&cfg)?;
+            let set = Arc::new(riskd_features::FeatureSet::load(&cfg.engine.features_dir).map_err(|errs| {
+                anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+            })?);
+            let state_key = riskd_pipeline::pipeline::state_key(&keys);
+            let decoder =
+                riskd_core::Decoder::new(riskd_core::Limits { max_event_bytes: cfg.engine.max_event_bytes }, keys);
+            let recorded = riskd_pipeline::replay::Recorded::read(riskd_pipeline::replay::open_input(&input)?)?;
+            let ex = riskd_pipeline::explain::explain(set, &decoder, state_key, || recorded.iter(), &event_id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ex)?);
+            } else {
+                print!("{}", render_explanation(&ex, limit));
+            }
+            if ex.features.iter().any(|f| !f.agrees()) {
+                eprintln!("warning: the engine and the recomputation disagree on a feature (marked `!`)");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Rules { command: RulesCommand::Test } => {
             let cfg = load_config(&cli.config)?;
             let dep = load_deployment(&cfg)?;
@@ -277,7 +321,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (every(cfg.engine.rules_reload_interval_ms), every(cfg.engine.models_reload_interval_ms));
                 tokio::spawn(watch(dep.clone(), Watched::Rules, rules_every, status.rules, shutdown_signal()));
                 tokio::spawn(watch(dep, Watched::Models, models_every, status.models, shutdown_signal()));
-                                let checkpoints =
+                let checkpoints =
                     (!cfg.engine.state_dir.as_os_str().is_empty()).then(|| riskd_kafka::serve::Checkpointing {
                         store: riskd_pipeline::CheckpointStore::new(&cfg.engine.state_dir),
                         interval: std::time::Duration::from_millis(cfg.engine.checkpoint_interval_ms.max(1)),
@@ -296,6 +340,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn render_explanation(ex: &riskd_pipeline::explain::Explanation, limit: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "event {} ({}, {}), line {}, after {} earlier events{}",
+        ex.event_id,
+        ex.event_type,
+        ex.event_time,
+        ex.line,
+        ex.events_before,
+        if ex.late { "; LATE: older than the allowed lateness, values may undercount" } else { "" }
+    );
+    for f in &ex.features {
+        let value = f.value.map_or("missing".to_string(), |v| format!("{v}"));
+        let mark = if f.agrees() { "" } else { "  ! recomputed differs" };
+        let _ = writeln!(s, "\n{} = {value}{mark}", f.name);
+        let _ = writeln!(s, "  {} [{}, {}]", f.description, f.entity, f.window);
+        if f.window == "per event" {
+            continue;
+        }
+        let n = f.contributors.len();
+        let _ = writeln!(s, "  {n} counted event{}", if n == 1 { "" } else { "s" });
+        for c in f.contributors.iter().rev().take(limit) {
+            let _ = writeln!(s, "    {}  {}  {}", c.event_time, c.event_id, c.event_type);
+        }
+        if n > limit {
+            let _ = writeln!(s, "    ... and {} earlier", n - limit);
+        }
+    }
+    s
 }
 
 /// Resolves on SIGTERM or SIGINT.
