@@ -38,8 +38,45 @@ impl FeatureVector {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Series {
     /// Counted points `(time, value)`, sorted by time (ties in arrival order).
-    Windowed(VecDeque<(i64, u64)>),
-    Lifetime(Lifetime),
+    Windowed(Points),
+    /// Boxed: most series are windowed, and this keeps each at 32 bytes.
+    Lifetime(Box<Lifetime>),
+}
+
+/// The points of a sliding window. A distinct count also keeps the
+/// multiplicity of each value over the window ending at the newest point
+/// (`points[cursor..]`), so in-order reads cost O(1) instead of a rescan;
+/// it is rebuilt from the points after a restore.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Points {
+    points: VecDeque<(i64, u64)>,
+    #[serde(skip)]
+    cursor: usize,
+    /// The window's lower edge when `cursor` was last moved.
+    #[serde(skip)]
+    lower: i64,
+    #[serde(skip)]
+    counts: Option<Box<HashMap<u64, u32, BuildHasherDefault<FoldHasher>>>>,
+}
+
+impl Points {
+    fn pop_front(&mut self) {
+        let Some((_, v)) = self.points.pop_front() else { return };
+        if self.cursor > 0 {
+            self.cursor -= 1;
+        } else if let Some(c) = &mut self.counts {
+            decrement(c, v);
+        }
+    }
+}
+
+fn decrement(c: &mut HashMap<u64, u32, BuildHasherDefault<FoldHasher>>, v: u64) {
+    if let Some(n) = c.get_mut(&v) {
+        *n -= 1;
+        if *n == 0 {
+            c.remove(&v);
+        }
+    }
 }
 
 /// A lifetime series: points older than the watermark are settled into
@@ -121,6 +158,9 @@ impl Hasher for FoldHasher {
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
     fn write_u128(&mut self, v: u128) {
         self.0 = (v as u64) ^ ((v >> 64) as u64);
@@ -383,8 +423,8 @@ impl Table {
 
 fn new_series(window: Window) -> Series {
     match window {
-        Window::Sliding { .. } => Series::Windowed(VecDeque::new()),
-        Window::Lifetime => Series::Lifetime(Lifetime::default()),
+        Window::Sliding { .. } => Series::Windowed(Points::default()),
+        Window::Lifetime => Series::Lifetime(Box::default()),
     }
 }
 
@@ -493,13 +533,15 @@ fn point_value(keys: (u64, u64), agg: &Aggregation, ev: &Event) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Inserts keeping time order; equal times keep arrival order.
-fn insert_sorted(points: &mut VecDeque<(i64, u64)>, t: i64, v: u64) {
+/// Inserts keeping time order; equal times keep arrival order. Returns the position.
+fn insert_sorted(points: &mut VecDeque<(i64, u64)>, t: i64, v: u64) -> usize {
     if points.back().is_none_or(|&(last, _)| last <= t) {
         points.push_back((t, v));
+        points.len() - 1
     } else {
         let at = points.partition_point(|&(pt, _)| pt <= t);
         points.insert(at, (t, v));
+        at
     }
 }
 
@@ -515,17 +557,24 @@ fn insert(
     stats: &mut StateStats,
 ) {
     match s {
-        Series::Windowed(points) => {
-            insert_sorted(points, t, v);
+        Series::Windowed(w) => {
+            insert_sorted(&mut w.points, t, v);
+            if let Some(c) = &mut w.counts {
+                if t > w.lower {
+                    *c.entry(v).or_insert(0) += 1;
+                } else {
+                    w.cursor += 1;
+                }
+            }
             if let Window::Sliding { ms } = window {
                 // No read at or after the watermark can see these points.
                 let horizon = watermark.saturating_sub(ms);
-                while points.front().is_some_and(|&(pt, _)| pt <= horizon) {
-                    points.pop_front();
+                while w.points.front().is_some_and(|&(pt, _)| pt <= horizon) {
+                    w.pop_front();
                 }
             }
-            while points.len() > max_points {
-                points.pop_front();
+            while w.points.len() > max_points {
+                w.pop_front();
                 stats.dropped_points += 1;
             }
         }
@@ -559,16 +608,53 @@ fn settle(s: &mut Settled, t: i64, v: u64, agg: &Aggregation) {
     }
 }
 
+/// Distinct values in `(lower, newest]`, kept incrementally.
+fn distinct_at_newest(w: &mut Points, lower: i64) -> f64 {
+    let counts = match &mut w.counts {
+        Some(c) => c,
+        None => {
+            w.cursor = w.points.partition_point(|&(pt, _)| pt <= lower);
+            w.lower = lower;
+            let mut c: Box<HashMap<u64, u32, BuildHasherDefault<FoldHasher>>> = Box::default();
+            for &(_, v) in w.points.range(w.cursor..) {
+                *c.entry(v).or_insert(0) += 1;
+            }
+            w.counts.insert(c)
+        }
+    };
+    while w.cursor < w.points.len() && w.points[w.cursor].0 <= lower {
+        decrement(counts, w.points[w.cursor].1);
+        w.cursor += 1;
+    }
+    w.lower = w.lower.max(lower);
+    counts.len() as f64
+}
+
 fn per_unit(ms: i64, unit_ms: i64) -> f64 {
     ms as f64 / unit_ms as f64
 }
 
 /// Reads a feature at time `t`; `counts_now` says the current event was
 /// just inserted (it is then the last point at `t`).
-fn read(s: &Series, t: i64, counts_now: bool, agg: &Aggregation, window: Window, scratch: &mut HashSet<u64>) -> f64 {
+fn read(
+    s: &mut Series,
+    t: i64,
+    counts_now: bool,
+    agg: &Aggregation,
+    window: Window,
+    scratch: &mut HashSet<u64>,
+) -> f64 {
     match s {
-        Series::Windowed(points) => {
+        Series::Windowed(w) => {
             let Window::Sliding { ms } = window else { return f64::NAN };
+            if let Aggregation::DistinctCount(_) = agg {
+                // Only when the window's edges move forward: a read at an
+                // earlier time (an out-of-order event) rescans.
+                if w.points.back().is_none_or(|&(last, _)| last <= t) && (w.counts.is_none() || t - ms >= w.lower) {
+                    return distinct_at_newest(w, t - ms);
+                }
+            }
+            let points = &w.points;
             let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
             let hi = points.partition_point(|&(pt, _)| pt <= t).max(lo);
             let in_window = points.range(lo..hi);
@@ -598,6 +684,7 @@ fn read(s: &Series, t: i64, counts_now: bool, agg: &Aggregation, window: Window,
             }
         }
         Series::Lifetime(l) => {
+            let l = &**l;
             let st = &l.settled;
             let hi = l.recent.partition_point(|&(pt, _)| pt <= t);
             let recent = l.recent.range(..hi);

@@ -1,0 +1,331 @@
+//! Feature state at scale: 30 features (every aggregation, sliding and
+//! lifetime windows, six entity kinds) over about 1,000,000 users, 250,000
+//! devices and 400,000 addresses. Reports the per-event update cost (median,
+//! p99, p99.9, timed event by event once the state is populated) and the
+//! resident memory the state takes per million entities.
+//!
+//! `cargo bench -p riskd-benches --bench feature_state` (release build, one
+//! core). Sizes: `RISKD_BENCH_USERS` (default 1000000).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use compact_str::CompactString;
+use rand::{Rng, SeedableRng};
+use riskd_core::event::{
+    Entities, Event, EventKind, LoanApplication, Login, LoginMethod, Payload, Purpose, RepaymentMethod,
+};
+use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
+
+const FEATURES: &str = r#"
+[settings]
+allowed_lateness = "5m"
+lifetime_idle_expiry = "400d"
+
+[[feature]]
+name = "user.logins_10m"
+entity = "user"
+events = ["login"]
+agg = "count"
+window = "10m"
+[[feature]]
+name = "user.failed_logins_1h"
+entity = "user"
+events = ["login"]
+where = { "event.success" = false }
+agg = "count"
+window = "1h"
+[[feature]]
+name = "user.logins_7d"
+entity = "user"
+events = ["login"]
+agg = "count"
+window = "7d"
+[[feature]]
+name = "user.applications_30d"
+entity = "user"
+events = ["loan_application"]
+agg = "count"
+window = "30d"
+[[feature]]
+name = "user.amount_30d"
+entity = "user"
+events = ["loan_application"]
+agg = "sum"
+of = "event.amount"
+window = "30d"
+[[feature]]
+name = "user.max_amount_30d"
+entity = "user"
+events = ["loan_application"]
+agg = "max"
+of = "event.amount"
+window = "30d"
+[[feature]]
+name = "user.mean_amount"
+entity = "user"
+events = ["loan_application"]
+agg = "mean"
+of = "event.amount"
+window = "lifetime"
+[[feature]]
+name = "user.devices_24h"
+entity = "user"
+agg = "distinct_count"
+of = "entity.device_id"
+window = "24h"
+[[feature]]
+name = "user.ips_7d"
+entity = "user"
+agg = "distinct_count"
+of = "entity.ip"
+window = "7d"
+[[feature]]
+name = "user.secs_since_prev_login"
+entity = "user"
+events = ["login"]
+agg = "time_since"
+window = "lifetime"
+[[feature]]
+name = "user.days_since_prev_application"
+entity = "user"
+events = ["loan_application"]
+agg = "time_since"
+unit = "d"
+window = "lifetime"
+[[feature]]
+name = "user.first_seen_days"
+entity = "user"
+agg = "first_seen"
+unit = "d"
+window = "lifetime"
+[[feature]]
+name = "user.last_term"
+entity = "user"
+events = ["loan_application"]
+agg = "last"
+of = "event.term_months"
+window = "lifetime"
+[[feature]]
+name = "device.users_24h"
+entity = "device"
+agg = "distinct_count"
+of = "entity.user_id"
+window = "24h"
+[[feature]]
+name = "device.users_30d"
+entity = "device"
+agg = "distinct_count"
+of = "entity.user_id"
+window = "30d"
+[[feature]]
+name = "device.applications_1h"
+entity = "device"
+events = ["loan_application"]
+agg = "count"
+window = "1h"
+[[feature]]
+name = "device.logins_10m"
+entity = "device"
+events = ["login"]
+agg = "count"
+window = "10m"
+[[feature]]
+name = "device.failed_logins_1h"
+entity = "device"
+events = ["login"]
+where = { "event.success" = false }
+agg = "count"
+window = "1h"
+[[feature]]
+name = "device.first_seen_days"
+entity = "device"
+agg = "first_seen"
+unit = "d"
+window = "lifetime"
+[[feature]]
+name = "device.amount_24h"
+entity = "device"
+events = ["loan_application"]
+agg = "sum"
+of = "event.amount"
+window = "24h"
+[[feature]]
+name = "ip.users_1h"
+entity = "ip"
+agg = "distinct_count"
+of = "entity.user_id"
+window = "1h"
+[[feature]]
+name = "ip.events_10m"
+entity = "ip"
+agg = "count"
+window = "10m"
+[[feature]]
+name = "ip.applications_24h"
+entity = "ip"
+events = ["loan_application"]
+agg = "count"
+window = "24h"
+[[feature]]
+name = "ip24.users_24h"
+entity = "ip24"
+agg = "distinct_count"
+of = "entity.user_id"
+window = "24h"
+[[feature]]
+name = "ip24.failed_logins_10m"
+entity = "ip24"
+events = ["login"]
+where = { "event.success" = false }
+agg = "count"
+window = "10m"
+[[feature]]
+name = "ip24.applications_1h"
+entity = "ip24"
+events = ["loan_application"]
+agg = "count"
+window = "1h"
+[[feature]]
+name = "user_device.events_30d"
+entity = "user+device"
+agg = "count"
+window = "30d"
+[[feature]]
+name = "user_device.first_seen_hours"
+entity = "user+device"
+agg = "first_seen"
+unit = "h"
+window = "lifetime"
+[[feature]]
+name = "event.amount_per_application"
+entity = "event"
+agg = "ratio"
+numerator = "user.amount_30d"
+denominator = "user.applications_30d"
+[[feature]]
+name = "event.device_share"
+entity = "event"
+agg = "ratio"
+numerator = "device.users_24h"
+denominator = "device.users_30d"
+"#;
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+struct Workload {
+    rng: rand_chacha::ChaCha8Rng,
+    users: u32,
+    clock: i64,
+    n: u64,
+}
+
+impl Workload {
+    /// One event: users spread evenly, each with a home device and address
+    /// (a few shared ones), 70% logins, 30% applications, ~10 events/s.
+    fn next(&mut self) -> Event {
+        let r = &mut self.rng;
+        self.clock += r.gen_range(0..200);
+        self.n += 1;
+        let user = r.gen_range(0..self.users);
+        let device = if r.gen_bool(0.02) { r.gen_range(0..1000) } else { user / 4 };
+        let ip = if r.gen_bool(0.05) { r.gen_range(0..2000u32) } else { user / 5 * 2 + r.gen_range(0..2) };
+        let (kind, payload) = if r.gen_bool(0.7) {
+            (
+                EventKind::Login,
+                Payload::Login(Login { success: r.gen_bool(0.9), method: LoginMethod::Password, failure_reason: None }),
+            )
+        } else {
+            (
+                EventKind::LoanApplication,
+                Payload::LoanApplication(LoanApplication {
+                    application_id: CompactString::from("a"),
+                    amount: f64::from(r.gen_range(500..20_000u32)),
+                    term_months: r.gen_range(3..36),
+                    repayment_method: RepaymentMethod::EqualInstallment,
+                    purpose: Purpose::Consumption,
+                    stated_monthly_income: 4000.0,
+                    stated_region: None,
+                    annual_rate: None,
+                    fees: None,
+                }),
+            )
+        };
+        Event {
+            id: CompactString::from("e"),
+            kind,
+            time_ms: self.clock,
+            entities: Entities {
+                user_id: CompactString::from(format!("u{user:08}")),
+                device_id: Some(CompactString::from(format!("d{device:08}"))),
+                ip: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + ip))),
+                phone: None,
+                id_number: None,
+                bank_card: None,
+            },
+            payload,
+        }
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("feature_state: benchmark");
+        return;
+    }
+    let users: u32 = std::env::var("RISKD_BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let set = Arc::new(FeatureSet::from_sources(&[("bench.toml".into(), FEATURES.into())]).expect("features"));
+    assert_eq!(set.len(), 30);
+    let mut engine = FeatureEngine::new(set.clone(), [5; 16]);
+    let mut fv = FeatureVector::default();
+    let mut w = Workload { rng: rand_chacha::ChaCha8Rng::seed_from_u64(42), users, clock: 1_790_000_000_000, n: 0 };
+
+    // Populate: every user seen about three times.
+    let before = rss_bytes();
+    let t = Instant::now();
+    let populate = u64::from(users) * 3;
+    for _ in 0..populate {
+        let ev = w.next();
+        engine.update(&ev, &mut fv);
+    }
+    let populate_secs = t.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let entities = engine.entity_count();
+
+    // Timed: events one by one against the populated state (event built outside the timing).
+    let timed = 1_000_000;
+    let mut ns: Vec<u64> = Vec::with_capacity(timed);
+    for _ in 0..timed {
+        let ev = w.next();
+        let t = Instant::now();
+        engine.update(&ev, &mut fv);
+        ns.push(t.elapsed().as_nanos() as u64);
+    }
+    ns.sort_unstable();
+    let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    let per_million = (after.saturating_sub(before)) as f64 / entities as f64 * 1e6 / (1u64 << 20) as f64;
+    println!("feature_state: 30 features, {} entities ({:?})", entities, engine.entities_by_kind());
+    println!(
+        "  populate: {} events in {:.2} s ({:.0} events/s)",
+        populate,
+        populate_secs,
+        populate as f64 / populate_secs
+    );
+    println!(
+        "  update per event: median {:.2} us, p99 {:.2} us, p99.9 {:.2} us, max {:.1} us",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0)
+    );
+    println!(
+        "  state memory: {:.0} MiB resident for {} entities = {:.0} MiB per million entities",
+        (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
+        entities,
+        per_million
+    );
+}
