@@ -43,23 +43,45 @@ pub(crate) enum Series {
     Lifetime(Box<Lifetime>),
 }
 
-/// The points of a sliding window. A distinct count also keeps the
-/// multiplicity of each value over the window ending at the newest point
-/// (`points[cursor..]`), so in-order reads cost O(1) instead of a rescan;
-/// it is rebuilt from the points after a restore.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The points of a sliding window. `cursor` marks the first point inside
+/// the window as of the latest in-order read (lower edge `lower`), so reads
+/// that move the window forward cost amortised O(1) instead of a search. A
+/// distinct count also keeps the multiplicity of each value in
+/// `points[cursor..]`. Both are rebuilt after a restore.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Points {
     points: VecDeque<(i64, u64)>,
     #[serde(skip)]
     cursor: usize,
     /// The window's lower edge when `cursor` was last moved.
-    #[serde(skip)]
+    #[serde(skip, default = "no_edge")]
     lower: i64,
     #[serde(skip)]
     counts: Option<Box<HashMap<u64, u32, BuildHasherDefault<FoldHasher>>>>,
 }
 
+fn no_edge() -> i64 {
+    i64::MIN
+}
+
+impl Default for Points {
+    fn default() -> Self {
+        Points { points: VecDeque::new(), cursor: 0, lower: no_edge(), counts: None }
+    }
+}
+
 impl Points {
+    /// Moves the window's lower edge forward to `lower`, keeping the counts.
+    fn advance(&mut self, lower: i64) {
+        while self.cursor < self.points.len() && self.points[self.cursor].0 <= lower {
+            if let Some(c) = &mut self.counts {
+                decrement(c, self.points[self.cursor].1);
+            }
+            self.cursor += 1;
+        }
+        self.lower = lower;
+    }
+
     fn pop_front(&mut self) {
         let Some((_, v)) = self.points.pop_front() else { return };
         if self.cursor > 0 {
@@ -559,12 +581,10 @@ fn insert(
     match s {
         Series::Windowed(w) => {
             insert_sorted(&mut w.points, t, v);
-            if let Some(c) = &mut w.counts {
-                if t > w.lower {
-                    *c.entry(v).or_insert(0) += 1;
-                } else {
-                    w.cursor += 1;
-                }
+            if t <= w.lower {
+                w.cursor += 1; // behind the window's edge
+            } else if let Some(c) = &mut w.counts {
+                *c.entry(v).or_insert(0) += 1;
             }
             if let Window::Sliding { ms } = window {
                 // No read at or after the watermark can see these points.
@@ -608,13 +628,11 @@ fn settle(s: &mut Settled, t: i64, v: u64, agg: &Aggregation) {
     }
 }
 
-/// Distinct values in `(lower, newest]`, kept incrementally.
-fn distinct_at_newest(w: &mut Points, lower: i64) -> f64 {
+/// Distinct values in `points[cursor..]`, kept incrementally once built.
+fn distinct_in_window(w: &mut Points) -> f64 {
     let counts = match &mut w.counts {
         Some(c) => c,
         None => {
-            w.cursor = w.points.partition_point(|&(pt, _)| pt <= lower);
-            w.lower = lower;
             let mut c: Box<HashMap<u64, u32, BuildHasherDefault<FoldHasher>>> = Box::default();
             for &(_, v) in w.points.range(w.cursor..) {
                 *c.entry(v).or_insert(0) += 1;
@@ -622,11 +640,6 @@ fn distinct_at_newest(w: &mut Points, lower: i64) -> f64 {
             w.counts.insert(c)
         }
     };
-    while w.cursor < w.points.len() && w.points[w.cursor].0 <= lower {
-        decrement(counts, w.points[w.cursor].1);
-        w.cursor += 1;
-    }
-    w.lower = w.lower.max(lower);
     counts.len() as f64
 }
 
@@ -647,16 +660,22 @@ fn read(
     match s {
         Series::Windowed(w) => {
             let Window::Sliding { ms } = window else { return f64::NAN };
-            if let Aggregation::DistinctCount(_) = agg {
-                // Only when the window's edges move forward: a read at an
-                // earlier time (an out-of-order event) rescans.
-                if w.points.back().is_none_or(|&(last, _)| last <= t) && (w.counts.is_none() || t - ms >= w.lower) {
-                    return distinct_at_newest(w, t - ms);
+            // Reads that move the window forward use the cursor; a read at an
+            // earlier time (an out-of-order event) searches.
+            let forward = w.points.back().is_none_or(|&(last, _)| last <= t) && t - ms >= w.lower;
+            if forward {
+                w.advance(t - ms);
+                if let Aggregation::DistinctCount(_) = agg {
+                    return distinct_in_window(w);
                 }
             }
             let points = &w.points;
-            let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
-            let hi = points.partition_point(|&(pt, _)| pt <= t).max(lo);
+            let (lo, hi) = if forward {
+                (w.cursor, points.len())
+            } else {
+                let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
+                (lo, points.partition_point(|&(pt, _)| pt <= t).max(lo))
+            };
             let in_window = points.range(lo..hi);
             let nums = || in_window.clone().map(|&(_, v)| f64::from_bits(v));
             let n = hi - lo;
