@@ -24,54 +24,86 @@ pub enum Outcome {
 }
 
 /// Metric handles registered once, so the hot path does no name lookups.
-struct Metrics {
+struct IntakeMetrics {
     events: Vec<Counter>,
-    decisions: Vec<Counter>,
     dead_letters: Vec<Counter>,
     decode: Histogram,
     features: Histogram,
-    scorecard: Histogram,
-    rules: Histogram,
-    decision: Histogram,
     late: Counter,
 }
 
-impl Metrics {
+struct DeciderMetrics {
+    decisions: Vec<Counter>,
+    scorecard: Histogram,
+    rules: Histogram,
+    decision: Histogram,
+}
+
+fn stage_histogram(s: &'static str) -> Histogram {
+    metrics::histogram!(metric::STAGE_LATENCY_SECONDS, "stage" => s)
+}
+
+impl IntakeMetrics {
     fn new() -> Self {
-        let h = |s: &'static str| metrics::histogram!(metric::STAGE_LATENCY_SECONDS, "stage" => s);
-        Metrics {
+        IntakeMetrics {
             events: EventKind::ALL
                 .iter()
                 .map(|k| metrics::counter!(metric::EVENTS_TOTAL, "event_type" => k.as_str()))
-                .collect(),
-            decisions: Action::ALL
-                .iter()
-                .map(|a| metrics::counter!(metric::DECISIONS_TOTAL, "action" => a.as_str()))
                 .collect(),
             dead_letters: RejectReason::ALL
                 .iter()
                 .map(|r| metrics::counter!(metric::DEAD_LETTERS_TOTAL, "reason" => r.as_str()))
                 .collect(),
-            decode: h(stage::DECODE),
-            features: h(stage::FEATURES),
-            scorecard: h(stage::SCORECARD),
-            rules: h(stage::RULES),
-            decision: metrics::histogram!(metric::DECISION_LATENCY_SECONDS),
+            decode: stage_histogram(stage::DECODE),
+            features: stage_histogram(stage::FEATURES),
             late: metrics::counter!(metric::LATE_EVENTS_TOTAL),
         }
     }
 }
 
+impl DeciderMetrics {
+    fn new() -> Self {
+        DeciderMetrics {
+            decisions: Action::ALL
+                .iter()
+                .map(|a| metrics::counter!(metric::DECISIONS_TOTAL, "action" => a.as_str()))
+                .collect(),
+            scorecard: stage_histogram(stage::SCORECARD),
+            rules: stage_histogram(stage::RULES),
+            decision: metrics::histogram!(metric::DECISION_LATENCY_SECONDS),
+        }
+    }
+}
+
+/// One worker's pipeline: an [`Intake`] (decode, validate, feature state)
+/// followed by a [`Decider`] (scorecard, rules, decision record).
+///
+/// The live driver runs both halves back to back on one task. The replay
+/// driver runs them on two threads ([`Pipeline::halves`]); the code per
+/// event is the same, so the decisions are too.
 pub struct Pipeline {
-    decoder: Decoder,
-    deployment: Arc<Deployment>,
-    features: FeatureEngine,
-    scorecards: Vec<Scorecard>,
+    intake: Intake,
+    decider: Decider,
     fv: FeatureVector,
+}
+
+/// The stateful first half: decode and validate, then update the feature
+/// state and read this event's feature values. Must see the inputs in order.
+pub struct Intake {
+    decoder: Decoder,
+    features: FeatureEngine,
+    metrics: IntakeMetrics,
+}
+
+/// The second half: scorecard, rules and the decision record, from an event
+/// and its feature values. Keeps no state between events.
+pub struct Decider {
+    deployment: Arc<Deployment>,
+    scorecards: Vec<Scorecard>,
     verdict: Verdict,
     reason_codes: usize,
     include_features: bool,
-    metrics: Metrics,
+    metrics: DeciderMetrics,
     hit_counters: (Option<Arc<RuleState>>, HashMap<usize, Counter>),
 }
 
@@ -120,61 +152,100 @@ impl Pipeline {
         let scorecards = deployment.models.iter().map(|m| Scorecard::new(m.clone())).collect::<Result<Vec<_>, _>>()?;
         let features = FeatureEngine::new(deployment.features.clone(), state_key(&keys));
         Ok(Pipeline {
-            decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
-            deployment,
-            features,
-            scorecards,
+            intake: Intake {
+                decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
+                features,
+                metrics: IntakeMetrics::new(),
+            },
+            decider: Decider {
+                deployment,
+                scorecards,
+                verdict: Verdict::default(),
+                reason_codes: cfg.reason_codes,
+                include_features: cfg.include_features,
+                metrics: DeciderMetrics::new(),
+                hit_counters: (None, HashMap::new()),
+            },
             fv: FeatureVector::default(),
-            verdict: Verdict::default(),
-            reason_codes: cfg.reason_codes,
-            include_features: cfg.include_features,
-            metrics: Metrics::new(),
-            hit_counters: (None, HashMap::new()),
         })
     }
 
     pub fn deployment(&self) -> &Arc<Deployment> {
-        &self.deployment
+        &self.decider.deployment
     }
 
     pub fn feature_engine(&self) -> &FeatureEngine {
-        &self.features
+        &self.intake.features
     }
 
     pub fn decoder(&self) -> &Decoder {
-        &self.decoder
+        &self.intake.decoder
+    }
+
+    /// The two halves, to run on two threads (the intake ahead of the
+    /// decider, handing over each event with its feature values in order).
+    pub fn halves(&mut self) -> (&mut Intake, &mut Decider) {
+        (&mut self.intake, &mut self.decider)
     }
 
     /// Decodes and decides one input. `source` is only evaluated for dead letters.
     pub fn process(&mut self, bytes: &[u8], source: impl FnOnce() -> SourcePosition) -> Outcome {
         let start = Instant::now();
-        match self.decoder.decode(bytes) {
-            Ok(ev) => {
-                self.metrics.decode.record(start.elapsed().as_secs_f64());
-                Outcome::Decision(self.decide(&ev, start))
-            }
-            Err(err) => {
-                self.metrics.dead_letters[err.reason as usize].increment(1);
-                tracing::debug!(reason = %err.reason, field = err.field.as_deref().unwrap_or(""), "input dead-lettered");
-                Outcome::DeadLetter(DeadLetter::new(&err, source(), bytes, self.decoder.keys()))
-            }
+        match self.intake.decode(bytes, source) {
+            Ok(ev) => Outcome::Decision(self.decide(&ev, start)),
+            Err(dl) => Outcome::DeadLetter(dl),
         }
     }
 
     /// Runs features, scorecard and rules for a decoded event.
     pub fn decide(&mut self, ev: &Event, start: Instant) -> Decision {
+        self.intake.update_features(ev, &mut self.fv);
+        self.decider.decide(ev, &self.fv, start)
+    }
+}
+
+impl Intake {
+    /// Decodes and validates one input, or makes its dead letter. `source`
+    /// is only evaluated for dead letters.
+    pub fn decode(&self, bytes: &[u8], source: impl FnOnce() -> SourcePosition) -> Result<Event, DeadLetter> {
+        let start = Instant::now();
+        match self.decoder.decode(bytes) {
+            Ok(ev) => {
+                self.metrics.decode.record(start.elapsed().as_secs_f64());
+                Ok(ev)
+            }
+            Err(err) => {
+                self.metrics.dead_letters[err.reason as usize].increment(1);
+                tracing::debug!(reason = %err.reason, field = err.field.as_deref().unwrap_or(""), "input dead-lettered");
+                Err(DeadLetter::new(&err, source(), bytes, self.decoder.keys()))
+            }
+        }
+    }
+
+    /// Adds the event to the feature state and reads its feature values into `fv`.
+    pub fn update_features(&mut self, ev: &Event, fv: &mut FeatureVector) {
         self.metrics.events[ev.kind as usize].increment(1);
         let t = Instant::now();
-        if self.features.update(ev, &mut self.fv) {
+        if self.features.update(ev, fv) {
             self.metrics.late.increment(1);
         }
         self.metrics.features.record(t.elapsed().as_secs_f64());
+    }
 
+    pub fn feature_engine(&self) -> &FeatureEngine {
+        &self.features
+    }
+}
+
+impl Decider {
+    /// Scorecard, rules and the decision record for an event and its
+    /// feature values; `start` is when work on the input began (for `latency_us`).
+    pub fn decide(&mut self, ev: &Event, fv: &FeatureVector, start: Instant) -> Decision {
         let t = Instant::now();
         let mut score = None;
         let mut model_reasons = Vec::new();
         if let Some(card) = self.scorecards.iter_mut().find(|c| c.spec().scores(ev.kind)) {
-            match card.score(ev, &self.fv, self.reason_codes) {
+            match card.score(ev, fv, self.reason_codes) {
                 Ok(s) => {
                     score = Some((s.points, s.probability));
                     model_reasons = s.reasons;
@@ -187,7 +258,7 @@ impl Pipeline {
         self.metrics.scorecard.record(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let input = RuleInput { ev, fv: &self.fv, score };
+        let input = RuleInput { ev, fv, score };
         // Loaded once per event: a reload takes effect between events.
         let rule_state = self.deployment.rules();
         rule_state.rules.evaluate(&input, &mut self.verdict);
@@ -231,7 +302,7 @@ impl Pipeline {
                 .defs
                 .iter()
                 .map(|d| {
-                    let v = self.fv.get(d.slot);
+                    let v = fv.get(d.slot);
                     let json =
                         serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number);
                     (d.name.clone(), json)

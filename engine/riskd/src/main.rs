@@ -217,10 +217,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?,
                 ))
             };
-            let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done, total| {
-                if total > 100_000 {
-                    eprintln!("replay: {done}/{total}");
-                }
+            let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done| {
+                eprintln!("replay: {done} inputs")
             })?;
             eprint!("{}", summary.render());
             eprintln!("dead letters written to {}", dl_path.display());
