@@ -207,6 +207,8 @@ impl Pipeline {
 impl Intake {
     /// Decodes and validates one input, or makes its dead letter. `source`
     /// is only evaluated for dead letters.
+    // A dead letter is the ordinary result for bad input, kept unboxed like `Outcome`.
+    #[allow(clippy::result_large_err)]
     pub fn decode(&self, bytes: &[u8], source: impl FnOnce() -> SourcePosition) -> Result<Event, DeadLetter> {
         let start = Instant::now();
         match self.decoder.decode(bytes) {
