@@ -44,6 +44,8 @@ enum Command {
     },
     /// Start a local broker, stream replay-data through the engine and show decisions.
     Demo(riskd_kafka::demo::DemoArgs),
+    /// Open-loop load test through a broker: the engine against a pass-through, at several rates.
+    Loadtest(riskd_kafka::loadtest::LoadtestArgs),
     /// Generate a synthetic lending event stream.
     Gen(riskd_gen::GenArgs),
     /// Train a scorecard on replayed events with the serving feature code.
@@ -275,6 +277,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 riskd_kafka::serve::run(&cfg.kafka, pipeline, ready, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
+        }
+        Command::Loadtest(args) => {
+            let cfg = load_config(&cli.config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            if args.pass_through_worker {
+                rt.block_on(riskd_kafka::loadtest::pass_through(&cfg.kafka, shutdown_signal()))?;
+            } else if !rt.block_on(riskd_kafka::loadtest::run(cfg, cli.config.clone(), args))? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Demo(args) => {
             let cfg = load_config(&cli.config)?;
