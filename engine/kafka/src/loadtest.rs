@@ -23,8 +23,9 @@
 //! Every sequence number must come back exactly once (as a decision or a
 //! dead letter); a missing one is a lost event and fails the run. The
 //! worker's CPU time and peak RSS are read from `/proc`. A rate is saturated
-//! when the outputs arrive at less than 95% of the target rate or the p99
-//! exceeds one second; the test stops after the first saturated rate.
+//! when the outputs arrive at less than 95% of the target rate or the median
+//! latency exceeds one second (a growing backlog); the test stops after the
+//! first saturated rate.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -610,7 +611,9 @@ fn run_one(spec: &RunSpec, workload: &Workload) -> Result<RunResult> {
         let span = c.last_output.map_or(wall, |t| t.saturating_duration_since(start)).as_secs_f64().max(1e-9);
         let achieved = (answered_inputs.saturating_sub(1)) as f64 / span;
         let e2e = Quantiles::of(&c.end_to_end);
-        let saturated = achieved < 0.95 * f64::from(spec.rate) || e2e.p99_ms > 1000.0;
+        // A backlog that builds up shows in the rate and the median; a single
+        // stall of the broker or the machine only in the tail.
+        let saturated = achieved < 0.95 * f64::from(spec.rate) || e2e.p50_ms > 1000.0;
         Ok(RunResult {
             worker: spec.worker,
             target_rate: spec.rate,

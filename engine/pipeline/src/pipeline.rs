@@ -149,7 +149,7 @@ pub fn state_key(keys: &KeyRing) -> [u8; 16] {
 
 impl Pipeline {
     pub fn new(deployment: Arc<Deployment>, keys: KeyRing, cfg: &EngineConfig) -> Result<Pipeline, ModelError> {
-        let scorecards = deployment.models.iter().map(|m| Scorecard::new(m.clone())).collect::<Result<Vec<_>, _>>()?;
+        let scorecards = prepare(&deployment)?;
         let features = FeatureEngine::new(deployment.features.clone(), state_key(&keys));
         Ok(Pipeline {
             intake: Intake {
@@ -157,15 +157,7 @@ impl Pipeline {
                 features,
                 metrics: IntakeMetrics::new(),
             },
-            decider: Decider {
-                deployment,
-                scorecards,
-                verdict: Verdict::default(),
-                reason_codes: cfg.reason_codes,
-                include_features: cfg.include_features,
-                metrics: DeciderMetrics::new(),
-                hit_counters: (None, HashMap::new()),
-            },
+            decider: Decider::new(deployment, scorecards, cfg.reason_codes, cfg.include_features),
             fv: FeatureVector::default(),
         })
     }
@@ -239,7 +231,36 @@ impl Intake {
     }
 }
 
+fn prepare(deployment: &Deployment) -> Result<Vec<Scorecard>, ModelError> {
+    deployment.models.iter().map(|m| Scorecard::new(m.clone())).collect()
+}
+
 impl Decider {
+    fn new(
+        deployment: Arc<Deployment>,
+        scorecards: Vec<Scorecard>,
+        reason_codes: usize,
+        include_features: bool,
+    ) -> Self {
+        Decider {
+            deployment,
+            scorecards,
+            verdict: Verdict::default(),
+            reason_codes,
+            include_features,
+            metrics: DeciderMetrics::new(),
+            hit_counters: (None, HashMap::new()),
+        }
+    }
+
+    /// Another decider for the same deployment and settings, with its own
+    /// prepared models. Deciders keep no state between events, so several
+    /// can decide disjoint inputs in parallel and give the same decisions.
+    pub fn another(&self) -> Result<Decider, ModelError> {
+        let scorecards = prepare(&self.deployment)?;
+        Ok(Decider::new(self.deployment.clone(), scorecards, self.reason_codes, self.include_features))
+    }
+
     /// Scorecard, rules and the decision record for an event and its
     /// feature values; `start` is when work on the input began (for `latency_us`).
     pub fn decide(&mut self, ev: &Event, fv: &FeatureVector, start: Instant) -> Decision {

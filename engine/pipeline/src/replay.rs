@@ -10,11 +10,16 @@
 //! [`Recorded`] does for training and the demo; replay does not sort, so its
 //! memory stays bounded however long the file is.)
 //!
-//! **Threads.** The file is read and each line decoded and run through the
-//! feature state on one thread (the pipeline's [`Intake`]); the scorecard,
-//! rules, decision record and output happen on the calling thread (the
-//! [`Decider`]). Inputs travel between them in order, in batches over a
-//! bounded channel, so at most `QUEUE_BATCHES * BATCH` inputs are in flight.
+//! **Threads.** Stages joined by bounded channels of batches (so at most a
+//! few thousand inputs are in flight): one thread reads the file, decodes
+//! each line and runs it through the feature state (the pipeline's
+//! [`Intake`], which must see every input in order); two [`Decider`]s (the
+//! calling thread and one more) run the scorecard and rules and build the
+//! decision records, taking batches alternately (they keep no state between
+//! events); one thread encodes and writes the records, taking the batches
+//! back alternately, which restores input order. The deciders carry about
+//! two thirds of the work (reason codes above all), so this keeps two cores
+//! busy.
 //!
 //! **Positions.** Every input carries its [`Position`] (line number and the
 //! byte offset just past it). The feature state belongs to the intake
@@ -203,13 +208,14 @@ fn intake_loop(
     intake: &mut Intake,
     mut input: Box<dyn BufRead + Send>,
     shown: &str,
-    tx: mpsc::SyncSender<Batch>,
+    tx: [mpsc::SyncSender<Batch>; 2],
 ) -> io::Result<()> {
     let width = intake.feature_engine().feature_set().len();
     let mut fv = FeatureVector::default();
     let mut batch = Batch::new(width);
     let mut buf = Vec::with_capacity(4096);
     let mut pos = Position::default();
+    let mut sent = 0usize;
     loop {
         buf.clear();
         let n = input.read_until(b'\n', &mut buf)?;
@@ -238,12 +244,16 @@ fn intake_loop(
             Err(dl) => Admitted::DeadLetter { pos, dl },
         };
         batch.items.push(item);
-        if batch.items.len() == BATCH && tx.send(std::mem::replace(&mut batch, Batch::new(width))).is_err() {
-            return Ok(());
+        if batch.items.len() == BATCH {
+            // Batches alternate between the two deciders.
+            if tx[sent % 2].send(std::mem::replace(&mut batch, Batch::new(width))).is_err() {
+                return Ok(());
+            }
+            sent += 1;
         }
     }
     if !batch.items.is_empty() {
-        let _ = tx.send(batch);
+        let _ = tx[sent % 2].send(batch);
     }
     Ok(())
 }
@@ -254,46 +264,51 @@ fn intake_loop(
 pub fn replay(
     pipeline: &mut Pipeline,
     input: &Path,
-    decisions: &mut dyn Write,
-    dead_letters: &mut dyn Write,
-    mut progress: impl FnMut(u64),
+    decisions: &mut (dyn Write + Send),
+    dead_letters: &mut (dyn Write + Send),
+    progress: impl FnMut(u64) + Send,
 ) -> io::Result<Summary> {
     let started = Instant::now();
     let reader = open_input(input)?;
     let shown = input.display().to_string();
     let (intake, decider) = pipeline.halves();
     let width = intake.feature_engine().feature_set().len();
-    let mut summary = Summary::default();
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+    let mut second = decider.another().map_err(io::Error::other)?;
+    let mut summary = std::thread::scope(|scope| {
+        let (a_tx, a_rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+        let (b_tx, b_rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+        let (a_out_tx, a_out_rx) = mpsc::sync_channel::<Decided>(QUEUE_BATCHES);
+        let (b_out_tx, b_out_rx) = mpsc::sync_channel::<Decided>(QUEUE_BATCHES);
         let shown = shown.as_str();
-        let reading = std::thread::Builder::new()
-            .name("replay-intake".into())
-            .spawn_scoped(scope, move || intake_loop(intake, reader, shown, tx))?;
-        let written = output_loop(decider, width, rx, decisions, dead_letters, &mut summary, &mut progress);
-        // When output failed, the receiver is gone and the intake stops at its next send.
-        let read = reading.join().unwrap_or_else(|_| Err(io::Error::other("the replay intake thread panicked")));
-        written.and(read)
+        let spawn = |name: &str| std::thread::Builder::new().name(format!("replay-{name}"));
+        let reading = spawn("intake").spawn_scoped(scope, move || intake_loop(intake, reader, shown, [a_tx, b_tx]))?;
+        let deciding = spawn("decide").spawn_scoped(scope, move || decide_loop(&mut second, width, b_rx, b_out_tx))?;
+        let writing = spawn("output")
+            .spawn_scoped(scope, move || output_loop([a_out_rx, b_out_rx], decisions, dead_letters, progress))?;
+        decide_loop(decider, width, a_rx, a_out_tx);
+        // A failing stage drops its channel ends, which stops the others at their next send.
+        let panicked = |what: &str| io::Error::other(format!("the replay {what} thread panicked"));
+        deciding.join().map_err(|_| panicked("decide"))?;
+        let written = writing.join().unwrap_or_else(|_| Err(panicked("output")));
+        let read = reading.join().unwrap_or_else(|_| Err(panicked("intake")));
+        read.and(written)
     })?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-/// Decides and writes every admitted input, in order.
-fn output_loop(
-    decider: &mut Decider,
-    width: usize,
-    rx: mpsc::Receiver<Batch>,
-    decisions: &mut dyn Write,
-    dead_letters: &mut dyn Write,
-    summary: &mut Summary,
-    progress: &mut impl FnMut(u64),
-) -> io::Result<()> {
+/// A batch of outcomes, in input order.
+type Decided = Vec<(Position, Outcome)>;
+
+/// Decides every admitted input of its batches, in order, handing the
+/// outcomes to the output thread.
+fn decide_loop(decider: &mut Decider, width: usize, rx: mpsc::Receiver<Batch>, tx: mpsc::SyncSender<Decided>) {
     let mut fv = FeatureVector::default();
     for batch in rx {
         let mut values = batch.values.chunks_exact(width.max(1));
+        let mut out = Vec::with_capacity(batch.items.len());
         for item in batch.items {
-            let (pos, outcome) = match item {
+            out.push(match item {
                 Admitted::Event { pos, ev, took } => {
                     fv.0.clear();
                     if width > 0 {
@@ -304,7 +319,28 @@ fn output_loop(
                     (pos, Outcome::Decision(decider.decide(&ev, &fv, start)))
                 }
                 Admitted::DeadLetter { pos, dl } => (pos, Outcome::DeadLetter(dl)),
-            };
+            });
+        }
+        if tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Encodes and writes every outcome, in order. `Summary::position` is the
+/// last input whose output has been written.
+fn output_loop(
+    rx: [mpsc::Receiver<Decided>; 2],
+    decisions: &mut (dyn Write + Send),
+    dead_letters: &mut (dyn Write + Send),
+    mut progress: impl FnMut(u64),
+) -> io::Result<Summary> {
+    let mut summary = Summary::default();
+    // Batches alternate between the deciders, so taking them alternately
+    // restores input order; the input ends where the next one is missing.
+    for n in 0.. {
+        let Ok(batch) = rx[n % 2].recv() else { break };
+        for (pos, outcome) in batch {
             match &outcome {
                 Outcome::Decision(d) => {
                     serde_json::to_writer(&mut *decisions, d)?;
@@ -323,7 +359,8 @@ fn output_loop(
         }
     }
     decisions.flush()?;
-    dead_letters.flush()
+    dead_letters.flush()?;
+    Ok(summary)
 }
 
 #[cfg(test)]

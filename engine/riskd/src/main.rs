@@ -212,10 +212,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut dl = std::io::BufWriter::new(
                 std::fs::File::create(&dl_path).with_context(|| format!("{}", dl_path.display()))?,
             );
-            let mut sink: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
-                Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+            let mut sink: Box<dyn std::io::Write + Send> = if out.as_os_str() == "-" {
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
             } else {
-                Box::new(std::io::BufWriter::new(
+                Box::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
                     std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?,
                 ))
             };
