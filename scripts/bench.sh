@@ -80,7 +80,7 @@ if ! skip loadtest; then
     "$RISKD" loadtest --rates "$RATES" --duration "$DURATION" --json "$OUT/loadtest.json" | tee "$OUT/loadtest.md"
 fi
 
-python3 - "$load_before" "$EVENTS" "$RATES" "$DURATION" >"$OUT/meta.json" <<'PY'
+python3 - "$load_before" "$EVENTS" "$RATES" "$DURATION" "$SKIP" >"$OUT/meta.json" <<'PY'
 import json, os, subprocess, sys, time
 def sh(cmd):
     return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
@@ -92,7 +92,8 @@ print(json.dumps({
     "rustc": sh("rustc --version"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "commit": sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no") else ""),
     "load_before": sys.argv[1], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
-    "command": f"BENCH_EVENTS={sys.argv[2]} BENCH_RATES={sys.argv[3]} BENCH_DURATION={sys.argv[4]} scripts/bench.sh",
+    "command": f"BENCH_EVENTS={sys.argv[2]} BENCH_RATES={sys.argv[3]} BENCH_DURATION={sys.argv[4]} scripts/bench.sh"
+               + (f" (this run: BENCH_SKIP=\"{sys.argv[5]}\"; those results are from the previous run)" if sys.argv[5] else ""),
 }, indent=2))
 PY
 
