@@ -94,13 +94,21 @@ def replay_table(rep):
     rows = [
         f"Stream: {rep['events']} generated events ({rep['bytes'] / 2**20:.0f} MiB, seed 7, {rep['users']} users, 30 days).",
         "",
-        "| run | inputs | elapsed | events/s | CPU (of 200%) | peak RSS | target |",
-        "|---|---|---|---|---|---|---|",
+        "| run | inputs | elapsed | events/s | CPU (of 200%) | CPU time per million events | peak RSS | target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rep["runs"], 1):
+        cpu_s = r["elapsed_s"] * float(r["cpu"].rstrip("%")) / 100
         rows.append(
-            f"| {i} | {r['inputs']} | {r['elapsed_s']:.1f} s | **{r['rate']:.0f}** | {r['cpu']} | {r['rss_mib']:.0f} MiB | >= 150,000 |"
+            f"| {i} | {r['inputs']} | {r['elapsed_s']:.1f} s | **{r['rate']:.0f}** | {r['cpu']} | {cpu_s / r['inputs'] * 1e6:.2f} s"
+            f" | {r['rss_mib']:.0f} MiB | >= 150,000 |"
         )
+    rows += [
+        "",
+        "CPU below 200% means the replay did not get both cores (other work on the machine) or could not use them;"
+        " CPU time per million events does not depend on that, and two free cores bound the rate at"
+        " 2,000,000 / (CPU seconds per million events) events/s.",
+    ]
     return "\n".join(rows)
 
 
@@ -159,8 +167,11 @@ def targets_table(lat, rep, lt):
             f"| in-process decision p99 < 30 us | {d['p99_us']:.2f} us (all events); {da['p99_us']:.2f} us (loan applications) | {'yes' if d['p99_us'] < 30 else 'no'} |"
         )
     if rep:
-        best = max(r["rate"] for r in rep["runs"])
-        rows.append(f"| replay >= 150,000 events/s on 2 cores | {best:.0f} events/s (best of {len(rep['runs'])}) | {'yes' if best >= 150000 else 'no'} |")
+        best = max(rep["runs"], key=lambda r: r["rate"])
+        rows.append(
+            f"| replay >= 150,000 events/s on 2 cores | {best['rate']:.0f} events/s (best of {len(rep['runs'])}, at {best['cpu']} CPU of 200%)"
+            f" | {'yes' if best['rate'] >= 150000 else 'no'} |"
+        )
     if lt:
         runs = lt["runs"]
         lost = sum(r["lost"] for r in runs)
