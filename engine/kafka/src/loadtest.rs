@@ -1,8 +1,8 @@
 //! `riskd loadtest`: an open-loop, end-to-end load test through a real broker.
 //!
-//! For each target rate it runs two workers on the same broker, with the same
-//! client settings, topics of the same shape and the same generated events,
-//! one after the other:
+//! For each target rate it runs two workers at the same time on the same
+//! broker, each with its own topics (of the same shape), the same client
+//! settings and the same generated events:
 //!
 //! 1. **pass-through**: a process that consumes each input and produces it
 //!    unchanged to an output topic, committing after acknowledgement like the
@@ -10,8 +10,11 @@
 //! 2. **engine**: `riskd serve` as a child process.
 //!
 //! A producer thread sends the events on a fixed schedule (event *i* is due
-//! at `start + i / rate`) whatever the outputs are doing: the test is open
-//! loop. Each input carries two headers, its sequence number and its
+//! at `start + i / rate`, and goes to both workers' input topics back to
+//! back, in an order that rotates) whatever the outputs are doing: the test
+//! is open loop. Running the two side by side puts them under the same
+//! broker conditions, which vary from one run to the next by more than the
+//! engine's own cost; the broker carries twice the rate meanwhile. Each input carries two headers, its sequence number and its
 //! *scheduled* send time in nanoseconds since the Unix epoch; the worker
 //! copies input headers onto its output, and a collector thread computes the
 //! latency of every output as its arrival time minus that scheduled time.
@@ -79,7 +82,7 @@ pub struct LoadtestArgs {
     /// Keep going after the first saturated rate.
     #[arg(long)]
     pub past_saturation: bool,
-    /// Skip the pass-through runs.
+    /// Run the engine alone, without the pass-through beside it.
     #[arg(long)]
     pub no_pass_through: bool,
     /// Also write the results as JSON to this file.
@@ -198,7 +201,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, args: LoadtestArgs) 
         let workload = Arc::new(Workload::generate(args.users, count)?);
         let workers: &[Worker] =
             if args.no_pass_through { &[Worker::Engine] } else { &[Worker::PassThrough, Worker::Engine] };
-        let mut saturated = false;
+        let mut lanes = Vec::new();
         for &worker in workers {
             let prefix = format!("lt-{}-{}-{}-{n}", worker.as_str(), rate, std::process::id());
             let topics = Topics {
@@ -212,19 +215,21 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>, args: LoadtestArgs) 
                 &[(&topics.input, args.partitions), (&topics.output, args.partitions), (&topics.dead, args.partitions)],
             )
             .await?;
-            let spec = RunSpec {
-                worker,
-                rate,
-                warmup: u64::from(rate) * args.warmup,
-                partitions: args.partitions,
-                kafka: kafka.clone(),
-                topics,
-                riskd: riskd.clone(),
-                config_path: config_path.clone(),
-                key_file: key_file.clone(),
-            };
-            let w = workload.clone();
-            let r = tokio::task::spawn_blocking(move || run_one(&spec, &w)).await??;
+            lanes.push(Lane { worker, topics });
+        }
+        let spec = RunSpec {
+            lanes,
+            rate,
+            warmup: u64::from(rate) * args.warmup,
+            partitions: args.partitions,
+            kafka: kafka.clone(),
+            riskd: riskd.clone(),
+            config_path: config_path.clone(),
+            key_file: key_file.clone(),
+        };
+        let runs = tokio::task::spawn_blocking(move || run_rate(&spec, &workload)).await??;
+        let mut saturated = false;
+        for r in runs {
             eprintln!("{}", r.line());
             if r.lost > 0 || r.produce_failures > 0 {
                 ok = false;
@@ -316,14 +321,19 @@ struct Topics {
     group: String,
 }
 
-struct RunSpec {
+/// One worker with its own topics.
+struct Lane {
     worker: Worker,
+    topics: Topics,
+}
+
+struct RunSpec {
+    lanes: Vec<Lane>,
     rate: u32,
     /// Inputs after the probe that are sent but not measured.
     warmup: u64,
     partitions: i32,
     kafka: KafkaConfig,
-    topics: Topics,
     riskd: PathBuf,
     config_path: Option<PathBuf>,
     key_file: PathBuf,
@@ -333,21 +343,21 @@ struct RunSpec {
 struct WorkerProcess(Child);
 
 impl WorkerProcess {
-    fn start(spec: &RunSpec) -> Result<WorkerProcess> {
+    fn start(spec: &RunSpec, lane: &Lane) -> Result<WorkerProcess> {
         let mut c = Command::new(&spec.riskd);
         if let Some(p) = &spec.config_path {
             c.arg("--config").arg(p);
         }
-        match spec.worker {
+        match lane.worker {
             Worker::Engine => c.arg("serve"),
             Worker::PassThrough => c.args(["loadtest", "--pass-through-worker"]),
         };
         let http = format!("127.0.0.1:{}", free_port()?);
         c.env("RISKD_KAFKA_BROKERS", &spec.kafka.brokers)
-            .env("RISKD_KAFKA_INPUT_TOPICS", &spec.topics.input)
-            .env("RISKD_KAFKA_DECISION_TOPIC", &spec.topics.output)
-            .env("RISKD_KAFKA_DEAD_LETTER_TOPIC", &spec.topics.dead)
-            .env("RISKD_KAFKA_GROUP_ID", &spec.topics.group)
+            .env("RISKD_KAFKA_INPUT_TOPICS", &lane.topics.input)
+            .env("RISKD_KAFKA_DECISION_TOPIC", &lane.topics.output)
+            .env("RISKD_KAFKA_DEAD_LETTER_TOPIC", &lane.topics.dead)
+            .env("RISKD_KAFKA_GROUP_ID", &lane.topics.group)
             .env("RISKD_PII_KEY_FILE", &spec.key_file)
             .env("RISKD_HTTP_LISTEN", http)
             .env("RISKD_LOG", std::env::var("RISKD_LOG").unwrap_or_else(|_| "warn".into()))
@@ -434,7 +444,7 @@ impl ProducerContext for Counting {
     }
 }
 
-/// What the collector thread saw.
+/// What the collector thread saw for one worker.
 struct Collected {
     end_to_end: Histogram<u64>,
     one_hop: Histogram<u64>,
@@ -446,126 +456,163 @@ struct Collected {
     last_output: Option<Instant>,
 }
 
+impl Collected {
+    fn new(total: usize) -> Collected {
+        Collected {
+            end_to_end: histogram(),
+            one_hop: histogram(),
+            decisions: 0,
+            dead_letters: 0,
+            duplicates: 0,
+            answered: vec![false; total],
+            last_output: None,
+        }
+    }
+}
+
 fn header_u64(msg: &impl Message, key: &str) -> Option<u64> {
     let headers = msg.headers()?;
     let h = headers.iter().find(|h| h.key == key)?;
     Some(u64::from_be_bytes(h.value?.try_into().ok()?))
 }
 
-/// Reads the input, output and dead-letter topics until `stop`, timing every
-/// message from its scheduled send time.
+#[derive(Clone, Copy)]
+enum TopicRole {
+    Input,
+    Output,
+    DeadLetter,
+}
+
+/// Reads every lane's input, output and dead-letter topics until `stop`,
+/// timing every message from its scheduled send time.
 fn collect(
     consumer: BaseConsumer,
-    topics: &Topics,
+    lanes: &[Lane],
     total: usize,
     measured_from: u64,
-    answered_count: &AtomicU64,
+    answered_counts: &[AtomicU64],
     stop: &AtomicBool,
-) -> Collected {
-    let mut c = Collected {
-        end_to_end: histogram(),
-        one_hop: histogram(),
-        decisions: 0,
-        dead_letters: 0,
-        duplicates: 0,
-        answered: vec![false; total],
-        last_output: None,
-    };
+) -> Vec<Collected> {
+    let mut out: Vec<Collected> = lanes.iter().map(|_| Collected::new(total)).collect();
+    let roles: Vec<(&str, usize, TopicRole)> = lanes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            [
+                (l.topics.input.as_str(), i, TopicRole::Input),
+                (l.topics.output.as_str(), i, TopicRole::Output),
+                (l.topics.dead.as_str(), i, TopicRole::DeadLetter),
+            ]
+        })
+        .collect();
     while !stop.load(Ordering::Relaxed) {
         let Some(Ok(msg)) = consumer.poll(Duration::from_millis(20)) else { continue };
         let arrived = now_ns();
         let (Some(seq), Some(scheduled)) = (header_u64(&msg, SEQ_HEADER), header_u64(&msg, SCHEDULED_HEADER)) else {
             continue;
         };
-        let latency_us = arrived.saturating_sub(scheduled) / 1000;
-        let topic = msg.topic();
-        if topic == topics.input {
-            if seq >= measured_from {
-                c.one_hop.saturating_record(latency_us.max(1));
+        let Some(&(_, lane, role)) = roles.iter().find(|(t, _, _)| *t == msg.topic()) else { continue };
+        let c = &mut out[lane];
+        let latency_us = (arrived.saturating_sub(scheduled) / 1000).max(1);
+        match role {
+            TopicRole::Input => {
+                if seq >= measured_from {
+                    c.one_hop.saturating_record(latency_us);
+                }
+                continue;
             }
-            continue;
-        }
-        if topic == topics.output {
-            c.decisions += 1;
-        } else {
-            c.dead_letters += 1;
+            TopicRole::Output => c.decisions += 1,
+            TopicRole::DeadLetter => c.dead_letters += 1,
         }
         c.last_output = Some(Instant::now());
         match c.answered.get_mut(seq as usize) {
             Some(seen) if *seen => c.duplicates += 1,
             Some(seen) => {
                 *seen = true;
-                answered_count.fetch_add(1, Ordering::Relaxed);
+                answered_counts[lane].fetch_add(1, Ordering::Relaxed);
                 if seq >= measured_from {
-                    c.end_to_end.saturating_record(latency_us.max(1));
+                    c.end_to_end.saturating_record(latency_us);
                 }
             }
             None => {}
         }
     }
-    c
+    out
 }
 
-fn run_one(spec: &RunSpec, workload: &Workload) -> Result<RunResult> {
+/// Runs every lane's worker at once at one rate; one result per lane.
+fn run_rate(spec: &RunSpec, workload: &Workload) -> Result<Vec<RunResult>> {
     let total = workload.len();
-    let mut worker = WorkerProcess::start(spec)?;
+    let lanes = &spec.lanes;
+    let mut workers = lanes.iter().map(|l| WorkerProcess::start(spec, l)).collect::<Result<Vec<_>>>()?;
 
     // The collector reads every partition from the beginning, without a group.
     let mut cc = spec.kafka.clone();
-    cc.group_id = format!("{}-collector", spec.topics.group);
+    cc.group_id = format!("{}-collector", lanes[0].topics.group);
     let consumer: BaseConsumer = consumer_config(&cc).set("enable.auto.commit", "false").create()?;
     let mut tpl = TopicPartitionList::new();
-    for t in [&spec.topics.input, &spec.topics.output, &spec.topics.dead] {
-        for p in 0..spec.partitions {
-            tpl.add_partition_offset(t, p, Offset::Beginning)?;
+    for l in lanes {
+        for t in [&l.topics.input, &l.topics.output, &l.topics.dead] {
+            for p in 0..spec.partitions {
+                tpl.add_partition_offset(t, p, Offset::Beginning)?;
+            }
         }
     }
     consumer.assign(&tpl)?;
     let stop = AtomicBool::new(false);
-    let answered = AtomicU64::new(0);
+    let answered: Vec<AtomicU64> = lanes.iter().map(|_| AtomicU64::new(0)).collect();
     let deliveries = Arc::new(Deliveries::default());
     let producer: ThreadedProducer<Counting> =
         producer_config(&spec.kafka).create_with_context(Counting(deliveries.clone()))?;
     let period_ns = 1_000_000_000 / u64::from(spec.rate);
+    let all_answered = |at_least: u64| answered.iter().all(|a| a.load(Ordering::Relaxed) >= at_least);
 
-    std::thread::scope(|scope| -> Result<RunResult> {
-        let collector = scope.spawn(|| collect(consumer, &spec.topics, total, 1 + spec.warmup, &answered, &stop));
-        let finish = |worker: &mut WorkerProcess| {
+    std::thread::scope(|scope| -> Result<Vec<RunResult>> {
+        let collector = scope.spawn(|| collect(consumer, lanes, total, 1 + spec.warmup, &answered, &stop));
+        let finish = |workers: &mut Vec<WorkerProcess>| {
             stop.store(true, Ordering::Relaxed);
-            worker.stop();
+            for w in workers {
+                w.stop();
+            }
         };
+        // Event i goes to every lane's input, in an order that rotates with
+        // i so that no worker is always sent to first.
         let send = |i: usize, scheduled: u64| -> Result<()> {
             let (line, key) = workload.get(i);
             let seq = (i as u64).to_be_bytes();
             let at = scheduled.to_be_bytes();
-            let headers = OwnedHeaders::new_with_capacity(2)
-                .insert(Header { key: SEQ_HEADER, value: Some(&seq[..]) })
-                .insert(Header { key: SCHEDULED_HEADER, value: Some(&at[..]) });
-            let mut record = BaseRecord::to(&spec.topics.input).key(key).payload(line).headers(headers);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => return Ok(()),
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_micros(100));
+            for k in 0..lanes.len() {
+                let lane = &lanes[(i + k) % lanes.len()];
+                let headers = OwnedHeaders::new_with_capacity(2)
+                    .insert(Header { key: SEQ_HEADER, value: Some(&seq[..]) })
+                    .insert(Header { key: SCHEDULED_HEADER, value: Some(&at[..]) });
+                let mut record = BaseRecord::to(&lane.topics.input).key(key).payload(line).headers(headers);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                        Err((e, _)) => bail!("produce: {e}"),
                     }
-                    Err((e, _)) => bail!("produce: {e}"),
                 }
             }
+            Ok(())
         };
 
-        // Readiness: the first event must come back before the clock starts
-        // (the worker joins its consumer group meanwhile).
+        // Readiness: the first event must come back from every worker before
+        // the clock starts (they join their consumer groups meanwhile).
         send(0, now_ns())?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while answered.load(Ordering::Relaxed) < 1 {
+        while !all_answered(1) {
             if Instant::now() > deadline {
-                finish(&mut worker);
-                bail!("the {} worker did not answer its first input within 60 s", spec.worker.as_str());
+                finish(&mut workers);
+                bail!("a worker did not answer its first input within 60 s");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let cpu0 = cpu_seconds(worker.pid()).unwrap_or(0.0);
+        let cpu0: Vec<f64> = workers.iter().map(|w| cpu_seconds(w.pid()).unwrap_or(0.0)).collect();
 
         // Open loop: event i is due at start + (i - 1) * period.
         let start = Instant::now();
@@ -585,12 +632,10 @@ fn run_one(spec: &RunSpec, workload: &Workload) -> Result<RunResult> {
         let _ = producer.flush(Duration::from_secs(30));
 
         // Wait for every output, or until they stop coming.
-        let mut last = (answered.load(Ordering::Relaxed), Instant::now());
-        loop {
-            let n = answered.load(Ordering::Relaxed);
-            if n as usize >= total {
-                break;
-            }
+        let sum = || answered.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>();
+        let mut last = (sum(), Instant::now());
+        while !all_answered(total as u64) {
+            let n = sum();
             if n != last.0 {
                 last = (n, Instant::now());
             } else if last.1.elapsed() > Duration::from_secs(20) {
@@ -598,40 +643,46 @@ fn run_one(spec: &RunSpec, workload: &Workload) -> Result<RunResult> {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let cpu1 = cpu_seconds(worker.pid()).unwrap_or(cpu0);
-        let rss = peak_rss_mib(worker.pid()).unwrap_or(0.0);
         let wall = start.elapsed();
-        finish(&mut worker);
-        let c = collector.join().map_err(|_| anyhow::anyhow!("the collector thread panicked"))?;
+        let cpu1: Vec<f64> = workers.iter().zip(&cpu0).map(|(w, c0)| cpu_seconds(w.pid()).unwrap_or(*c0)).collect();
+        let rss: Vec<f64> = workers.iter().map(|w| peak_rss_mib(w.pid()).unwrap_or(0.0)).collect();
+        finish(&mut workers);
+        let collected = collector.join().map_err(|_| anyhow::anyhow!("the collector thread panicked"))?;
 
-        let answered_inputs = c.answered.iter().filter(|a| **a).count() as u64;
         let acked = deliveries.acked.load(Ordering::Relaxed);
         let failed = deliveries.failed.load(Ordering::Relaxed);
+        let produced = (total * lanes.len()) as u64;
         let sent = total as u64 - 1;
-        let span = c.last_output.map_or(wall, |t| t.saturating_duration_since(start)).as_secs_f64().max(1e-9);
-        let achieved = (answered_inputs.saturating_sub(1)) as f64 / span;
-        let e2e = Quantiles::of(&c.end_to_end);
-        // A backlog that builds up shows in the rate and the median; a single
-        // stall of the broker or the machine only in the tail.
-        let saturated = achieved < 0.95 * f64::from(spec.rate) || e2e.p50_ms > 1000.0;
-        Ok(RunResult {
-            worker: spec.worker,
-            target_rate: spec.rate,
-            sent,
-            produce_failures: failed + (total as u64).saturating_sub(acked + failed),
-            send_rate: sent as f64 / sent_for.as_secs_f64().max(1e-9),
-            achieved_rate: achieved,
-            decisions: c.decisions,
-            dead_letters: c.dead_letters,
-            lost: total as u64 - answered_inputs,
-            duplicates: c.duplicates,
-            end_to_end: e2e,
-            one_hop: Quantiles::of(&c.one_hop),
-            producer_lag: Quantiles::of(&lag),
-            cpu_percent: 100.0 * (cpu1 - cpu0) / wall.as_secs_f64(),
-            peak_rss_mib: rss,
-            saturated,
-        })
+        let mut results = Vec::new();
+        for (k, c) in collected.into_iter().enumerate() {
+            let answered_inputs = c.answered.iter().filter(|a| **a).count() as u64;
+            let span = c.last_output.map_or(wall, |t| t.saturating_duration_since(start)).as_secs_f64().max(1e-9);
+            let achieved = answered_inputs.saturating_sub(1) as f64 / span;
+            let e2e = Quantiles::of(&c.end_to_end);
+            // A backlog that builds up shows in the rate and the median; a single
+            // stall of the broker or the machine only in the tail.
+            let saturated = achieved < 0.95 * f64::from(spec.rate) || e2e.p50_ms > 1000.0;
+            results.push(RunResult {
+                worker: lanes[k].worker,
+                target_rate: spec.rate,
+                sent,
+                // Not attributable to a lane: every lane reports the producer's total.
+                produce_failures: failed + produced.saturating_sub(acked + failed),
+                send_rate: sent as f64 / sent_for.as_secs_f64().max(1e-9),
+                achieved_rate: achieved,
+                decisions: c.decisions,
+                dead_letters: c.dead_letters,
+                lost: total as u64 - answered_inputs,
+                duplicates: c.duplicates,
+                end_to_end: e2e,
+                one_hop: Quantiles::of(&c.one_hop),
+                producer_lag: Quantiles::of(&lag),
+                cpu_percent: 100.0 * (cpu1[k] - cpu0[k]) / wall.as_secs_f64(),
+                peak_rss_mib: rss[k],
+                saturated,
+            });
+        }
+        Ok(results)
     })
 }
 
