@@ -5,7 +5,8 @@
 #      bench (p50/p99/p99.9/max);
 #   2. replay throughput on a generated stream (5 million events by default);
 #   3. the open-loop load test through a local tansu broker, engine against a
-#      pass-through, at several rates up to saturation.
+#      pass-through, at several rates up to saturation; then again at two
+#      rates with the client settings traded towards throughput.
 # Raw results go to benches/out/. Run it on an otherwise idle machine: the
 # figures are only as quiet as the machine.
 #
@@ -15,6 +16,8 @@
 #   BENCH_REPLAYS    replay runs                         (default 2)
 #   BENCH_RATES      load-test rates, comma-separated    (default 1000,5000,10000,15000,20000,30000)
 #   BENCH_DURATION   measured seconds per rate           (default 10)
+#   BENCH_TPUT_RATES rates for the load test again with throughput settings
+#                    (linger 5 ms, fetch wait 10 ms)     (default 5000,20000)
 #   BENCH_DATA       where the generated stream is kept  (default /tmp/riskd-bench)
 #   BENCH_SKIP       any of: criterion latency replay loadtest (space-separated)
 set -euo pipefail
@@ -27,6 +30,7 @@ USERS="${BENCH_USERS:-250000}"
 REPLAYS="${BENCH_REPLAYS:-2}"
 RATES="${BENCH_RATES:-1000,5000,10000,15000,20000,30000}"
 DURATION="${BENCH_DURATION:-10}"
+TPUT_RATES="${BENCH_TPUT_RATES:-5000,20000}"
 DATA="${BENCH_DATA:-/tmp/riskd-bench}"
 SKIP="${BENCH_SKIP:-}"
 OUT=benches/out
@@ -78,6 +82,9 @@ fi
 
 if ! skip loadtest; then
     "$RISKD" loadtest --rates "$RATES" --duration "$DURATION" --json "$OUT/loadtest.json" | tee "$OUT/loadtest.md"
+    # The same with the client settings traded towards throughput.
+    RISKD_KAFKA_LINGER_MS=5 RISKD_KAFKA_FETCH_WAIT_MAX_MS=10 "$RISKD" loadtest --rates "$TPUT_RATES" \
+        --duration "$DURATION" --json "$OUT/loadtest-throughput.json" | tee "$OUT/loadtest-throughput.md"
 fi
 
 python3 - "$load_before" "$EVENTS" "$RATES" "$DURATION" "$SKIP" >"$OUT/meta.json" <<'PY'
