@@ -10,10 +10,13 @@
 //!
 //! [`admin`] creates topics explicitly (the local broker does not
 //! auto-create) and [`ops`] serves `/metrics`, `/healthz` and `/readyz`.
+//! [`loadtest`] measures the engine end to end through a broker against a
+//! pass-through on the same broker.
 
 pub mod admin;
 pub mod client;
 pub mod demo;
+pub mod loadtest;
 pub mod local_broker;
 pub mod ops;
 pub mod reload;

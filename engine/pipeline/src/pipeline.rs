@@ -28,15 +28,11 @@ pub enum Outcome {
 }
 
 /// Metric handles registered once, so the hot path does no name lookups.
-struct Metrics {
+struct IntakeMetrics {
     events: Vec<Counter>,
-    decisions: Vec<Counter>,
     dead_letters: Vec<Counter>,
     decode: Histogram,
     features: Histogram,
-    scorecard: Histogram,
-    rules: Histogram,
-    decision: Histogram,
     late: Counter,
     state: StateMetrics,
 }
@@ -82,49 +78,85 @@ impl StateMetrics {
     }
 }
 
-impl Metrics {
+struct DeciderMetrics {
+    decisions: Vec<Counter>,
+    scorecard: Histogram,
+    rules: Histogram,
+    decision: Histogram,
+}
+
+fn stage_histogram(s: &'static str) -> Histogram {
+    metrics::histogram!(metric::STAGE_LATENCY_SECONDS, "stage" => s)
+}
+
+impl IntakeMetrics {
     fn new() -> Self {
-        let h = |s: &'static str| metrics::histogram!(metric::STAGE_LATENCY_SECONDS, "stage" => s);
-        Metrics {
+        IntakeMetrics {
             events: EventKind::ALL
                 .iter()
                 .map(|k| metrics::counter!(metric::EVENTS_TOTAL, "event_type" => k.as_str()))
-                .collect(),
-            decisions: Action::ALL
-                .iter()
-                .map(|a| metrics::counter!(metric::DECISIONS_TOTAL, "action" => a.as_str()))
                 .collect(),
             dead_letters: RejectReason::ALL
                 .iter()
                 .map(|r| metrics::counter!(metric::DEAD_LETTERS_TOTAL, "reason" => r.as_str()))
                 .collect(),
-            decode: h(stage::DECODE),
-            features: h(stage::FEATURES),
-            scorecard: h(stage::SCORECARD),
-            rules: h(stage::RULES),
-            decision: metrics::histogram!(metric::DECISION_LATENCY_SECONDS),
+            decode: stage_histogram(stage::DECODE),
+            features: stage_histogram(stage::FEATURES),
             late: metrics::counter!(metric::LATE_EVENTS_TOTAL),
             state: StateMetrics::new(),
         }
     }
 }
 
+impl DeciderMetrics {
+    fn new() -> Self {
+        DeciderMetrics {
+            decisions: Action::ALL
+                .iter()
+                .map(|a| metrics::counter!(metric::DECISIONS_TOTAL, "action" => a.as_str()))
+                .collect(),
+            scorecard: stage_histogram(stage::SCORECARD),
+            rules: stage_histogram(stage::RULES),
+            decision: metrics::histogram!(metric::DECISION_LATENCY_SECONDS),
+        }
+    }
+}
+
+/// One worker's pipeline: an [`Intake`] (decode, validate, feature state)
+/// followed by a [`Decider`] (scorecard, rules, decision record).
+///
+/// The live driver runs both halves back to back on one task. The replay
+/// driver runs them on two threads ([`Pipeline::halves`]); the code per
+/// event is the same, so the decisions are too.
 pub struct Pipeline {
+    intake: Intake,
+    decider: Decider,
+    fv: FeatureVector,
+}
+
+/// The stateful first half: decode and validate, then update the feature
+/// state and read this event's feature values. Must see the inputs in order.
+pub struct Intake {
     decoder: Decoder,
-    deployment: Arc<Deployment>,
     features: FeatureEngine,
+    metrics: IntakeMetrics,
+    updated: u64,
+}
+
+/// The second half: scorecard, rules and the decision record, from an event
+/// and its feature values. Keeps no state between events.
+pub struct Decider {
+    deployment: Arc<Deployment>,
     /// One prepared scorecard per model of `models`, in the same order.
     scorecards: Vec<Option<Scorecard>>,
     /// The model set the scorecards were prepared for; a swap is noticed by
     /// pointer and the scorecards are prepared again before the next event.
     models: Arc<ModelSet>,
-    fv: FeatureVector,
     verdict: Verdict,
     reason_codes: usize,
     include_features: bool,
-    metrics: Metrics,
+    metrics: DeciderMetrics,
     hit_counters: (Option<Arc<RuleState>>, HashMap<usize, Counter>),
-    decided: u64,
 }
 
 /// What rules read for one event, by slot.
@@ -170,44 +202,39 @@ pub fn state_key(keys: &KeyRing) -> [u8; 16] {
 impl Pipeline {
     pub fn new(deployment: Arc<Deployment>, keys: KeyRing, cfg: &EngineConfig) -> Result<Pipeline, ModelError> {
         let models = deployment.models();
-        let scorecards =
-            models.models.iter().map(|m| Scorecard::new(m.clone()).map(Some)).collect::<Result<Vec<_>, _>>()?;
+        let scorecards = prepare(&models)?;
         let features = FeatureEngine::new(deployment.features.clone(), state_key(&keys));
         Ok(Pipeline {
-            decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
-            deployment,
-            features,
-            scorecards,
-            models,
+            intake: Intake {
+                decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
+                features,
+                metrics: IntakeMetrics::new(),
+                updated: 0,
+            },
+            decider: Decider::new(deployment, scorecards, models, cfg.reason_codes, cfg.include_features),
             fv: FeatureVector::default(),
-            verdict: Verdict::default(),
-            reason_codes: cfg.reason_codes,
-            include_features: cfg.include_features,
-            metrics: Metrics::new(),
-            hit_counters: (None, HashMap::new()),
-            decided: 0,
         })
     }
 
     pub fn deployment(&self) -> &Arc<Deployment> {
-        &self.deployment
+        &self.decider.deployment
     }
 
     pub fn feature_engine(&self) -> &FeatureEngine {
-        &self.features
+        &self.intake.features
     }
 
     pub fn decoder(&self) -> &Decoder {
-        &self.decoder
+        &self.intake.decoder
     }
 
     /// Replaces the feature state with the checkpoint's, if there is one.
     pub fn restore_checkpoint(&mut self, store: &CheckpointStore) -> Result<Option<CheckpointMeta>, CheckpointError> {
-        let key = state_key(self.decoder.keys());
-        match store.load(self.deployment.features.clone(), key)? {
+        let key = state_key(self.intake.decoder.keys());
+        match store.load(self.decider.deployment.features.clone(), key)? {
             Some((meta, engine)) => {
-                self.features = engine;
-                self.metrics.state.publish(&self.features);
+                self.intake.features = engine;
+                self.intake.metrics.state.publish(&self.intake.features);
                 Ok(Some(meta))
             }
             None => Ok(None),
@@ -217,45 +244,114 @@ impl Pipeline {
     /// Drops all feature state (e.g. when a checkpoint turned out not to
     /// belong to the input being read).
     pub fn reset_features(&mut self) {
-        self.features = FeatureEngine::new(self.deployment.features.clone(), state_key(self.decoder.keys()));
-        self.metrics.state.publish(&self.features);
+        let key = state_key(self.intake.decoder.keys());
+        self.intake.features = FeatureEngine::new(self.decider.deployment.features.clone(), key);
+        self.intake.metrics.state.publish(&self.intake.features);
     }
 
     /// Encodes the feature state with `meta` for [`CheckpointStore::write`].
     pub fn checkpoint(&mut self, meta: &CheckpointMeta) -> Vec<u8> {
-        self.metrics.state.publish(&self.features);
-        CheckpointStore::encode(meta, &self.features)
+        self.intake.metrics.state.publish(&self.intake.features);
+        CheckpointStore::encode(meta, &self.intake.features)
+    }
+
+    /// The two halves, to run on two threads (the intake ahead of the
+    /// decider, handing over each event with its feature values in order).
+    pub fn halves(&mut self) -> (&mut Intake, &mut Decider) {
+        (&mut self.intake, &mut self.decider)
     }
 
     /// Decodes and decides one input. `source` is only evaluated for dead letters.
     pub fn process(&mut self, bytes: &[u8], source: impl FnOnce() -> SourcePosition) -> Outcome {
         let start = Instant::now();
-        match self.decoder.decode(bytes) {
-            Ok(ev) => {
-                self.metrics.decode.record(start.elapsed().as_secs_f64());
-                Outcome::Decision(self.decide(&ev, start))
-            }
-            Err(err) => {
-                self.metrics.dead_letters[err.reason as usize].increment(1);
-                tracing::debug!(reason = %err.reason, field = err.field.as_deref().unwrap_or(""), "input dead-lettered");
-                Outcome::DeadLetter(DeadLetter::new(&err, source(), bytes, self.decoder.keys()))
-            }
+        match self.intake.decode(bytes, source) {
+            Ok(ev) => Outcome::Decision(self.decide(&ev, start)),
+            Err(dl) => Outcome::DeadLetter(dl),
         }
     }
 
     /// Runs features, scorecard and rules for a decoded event.
     pub fn decide(&mut self, ev: &Event, start: Instant) -> Decision {
+        self.intake.update_features(ev, &mut self.fv);
+        self.decider.decide(ev, &self.fv, start)
+    }
+}
+
+impl Intake {
+    /// Decodes and validates one input, or makes its dead letter. `source`
+    /// is only evaluated for dead letters.
+    // A dead letter is the ordinary result for bad input, kept unboxed like `Outcome`.
+    #[allow(clippy::result_large_err)]
+    pub fn decode(&self, bytes: &[u8], source: impl FnOnce() -> SourcePosition) -> Result<Event, DeadLetter> {
+        let start = Instant::now();
+        match self.decoder.decode(bytes) {
+            Ok(ev) => {
+                self.metrics.decode.record(start.elapsed().as_secs_f64());
+                Ok(ev)
+            }
+            Err(err) => {
+                self.metrics.dead_letters[err.reason as usize].increment(1);
+                tracing::debug!(reason = %err.reason, field = err.field.as_deref().unwrap_or(""), "input dead-lettered");
+                Err(DeadLetter::new(&err, source(), bytes, self.decoder.keys()))
+            }
+        }
+    }
+
+    /// Adds the event to the feature state and reads its feature values into `fv`.
+    pub fn update_features(&mut self, ev: &Event, fv: &mut FeatureVector) {
         self.metrics.events[ev.kind as usize].increment(1);
         let t = Instant::now();
-        if self.features.update(ev, &mut self.fv) {
+        if self.features.update(ev, fv) {
             self.metrics.late.increment(1);
         }
-        self.decided += 1;
-        if self.decided % 4096 == 0 {
+        self.metrics.features.record(t.elapsed().as_secs_f64());
+        self.updated += 1;
+        if self.updated % 4096 == 0 {
             self.metrics.state.publish(&self.features);
         }
-        self.metrics.features.record(t.elapsed().as_secs_f64());
+    }
 
+    pub fn feature_engine(&self) -> &FeatureEngine {
+        &self.features
+    }
+}
+
+fn prepare(models: &ModelSet) -> Result<Vec<Option<Scorecard>>, ModelError> {
+    models.models.iter().map(|m| Scorecard::new(m.clone()).map(Some)).collect()
+}
+
+impl Decider {
+    fn new(
+        deployment: Arc<Deployment>,
+        scorecards: Vec<Option<Scorecard>>,
+        models: Arc<ModelSet>,
+        reason_codes: usize,
+        include_features: bool,
+    ) -> Self {
+        Decider {
+            deployment,
+            scorecards,
+            models,
+            verdict: Verdict::default(),
+            reason_codes,
+            include_features,
+            metrics: DeciderMetrics::new(),
+            hit_counters: (None, HashMap::new()),
+        }
+    }
+
+    /// Another decider for the same deployment and settings, with its own
+    /// prepared models. Deciders keep no state between events, so several
+    /// can decide disjoint inputs in parallel and give the same decisions.
+    pub fn another(&self) -> Result<Decider, ModelError> {
+        let models = self.deployment.models();
+        let scorecards = prepare(&models)?;
+        Ok(Decider::new(self.deployment.clone(), scorecards, models, self.reason_codes, self.include_features))
+    }
+
+    /// Scorecard, rules and the decision record for an event and its
+    /// feature values; `start` is when work on the input began (for `latency_us`).
+    pub fn decide(&mut self, ev: &Event, fv: &FeatureVector, start: Instant) -> Decision {
         // Loaded once per event: a reload takes effect between events, and
         // one event is decided wholly by one set of rules and models.
         let rule_state = self.deployment.rules();
@@ -274,7 +370,7 @@ impl Pipeline {
             };
             let (decides_role, shadow_role) = (role(route.decides), route.shadow.map(role));
             if let Some(card) = self.scorecards[route.decides].as_mut() {
-                match card.score_event(ev, &self.fv, self.reason_codes) {
+                match card.score_event(ev, fv, self.reason_codes) {
                     Ok(s) => {
                         score = Some((s.points, s.probability));
                         let spec = card.spec();
@@ -292,7 +388,7 @@ impl Pipeline {
             }
             if let (Some(i), Some(role)) = (route.shadow, shadow_role) {
                 if let Some(card) = self.scorecards[i].as_mut() {
-                    match card.score_event(ev, &self.fv, 0) {
+                    match card.score_event(ev, fv, 0) {
                         Ok(s) => {
                             let spec = card.spec();
                             shadow_model = Some(ShadowModel {
@@ -313,7 +409,7 @@ impl Pipeline {
         self.metrics.scorecard.record(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let input = RuleInput { ev, fv: &self.fv, score };
+        let input = RuleInput { ev, fv: fv, score };
         rule_state.rules.evaluate(&input, &mut self.verdict);
         self.metrics.rules.record(t.elapsed().as_secs_f64());
 
@@ -355,7 +451,7 @@ impl Pipeline {
                 .defs
                 .iter()
                 .map(|d| {
-                    let v = self.fv.get(d.slot);
+                    let v = fv.get(d.slot);
                     let json =
                         serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number);
                     (d.name.clone(), json)
@@ -385,7 +481,7 @@ impl Pipeline {
     }
 }
 
-impl Pipeline {
+impl Decider {
     /// Prepares scorecards for a newly swapped-in model set. Models whose
     /// spec is unchanged keep their prepared scorecard.
     fn prepare_models(&mut self, models: &Arc<ModelSet>) {

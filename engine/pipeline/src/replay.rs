@@ -1,6 +1,32 @@
-//! The file driver: reads recorded events (JSONL, optionally gzip), puts
-//! them in event-time order and runs them through the same [`Pipeline`] as
-//! the live driver, writing decisions and dead letters as JSONL.
+//! The file driver: streams recorded events (JSONL, optionally gzip) through
+//! the same [`Pipeline`] as the live driver, writing decisions and dead
+//! letters as JSONL.
+//!
+//! **Order.** Inputs are decided in file order, which is arrival order: a
+//! recorded topic partition replays in offset order, exactly as `riskd serve`
+//! consumed it, so a replay reproduces the live decisions. Events that arrive
+//! out of event-time order are handled by the feature engine's allowed
+//! lateness, as they are live. (Whole-file event-time sorting is what
+//! [`Recorded`] does for training and the demo; replay does not sort, so its
+//! memory stays bounded however long the file is.)
+//!
+//! **Threads.** Stages joined by bounded channels of batches (so at most a
+//! few thousand inputs are in flight): one thread reads the file, decodes
+//! each line and runs it through the feature state (the pipeline's
+//! [`Intake`], which must see every input in order); two [`Decider`]s (the
+//! calling thread and one more) run the scorecard and rules and build the
+//! decision records, taking batches alternately (they keep no state between
+//! events); one thread encodes and writes the records, taking the batches
+//! back alternately, which restores input order. The deciders carry about
+//! two thirds of the work (reason codes above all), so this keeps two cores
+//! busy.
+//!
+//! **Positions.** Every input carries its [`Position`] (line number and the
+//! byte offset just past it). The feature state belongs to the intake
+//! thread, which runs ahead of the output: a checkpoint is therefore taken
+//! on the intake thread between two inputs and sent down the same channel
+//! as the inputs, to be made durable by the output loop once everything
+//! before it has been written.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -8,11 +34,14 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::sync::mpsc;
+
 use riskd_core::timefmt::parse_rfc3339_ms;
-use riskd_core::SourcePosition;
+use riskd_core::{DeadLetter, Event, SourcePosition};
+use riskd_features::FeatureVector;
 use serde::Deserialize;
 
-use crate::pipeline::{Outcome, Pipeline};
+use crate::pipeline::{Decider, Intake, Outcome, Pipeline};
 
 /// Counts of what a replay produced.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,6 +53,8 @@ pub struct Summary {
     pub by_event_type: BTreeMap<String, u64>,
     pub by_reason: BTreeMap<String, u64>,
     pub elapsed: Duration,
+    /// The last input whose output was written.
+    pub position: Position,
 }
 
 impl Summary {
@@ -120,6 +151,12 @@ impl Recorded {
         Ok(Recorded { data, lines })
     }
 
+    /// The same lines in file order: the order `replay` and `serve` decide in.
+    pub fn into_file_order(mut self) -> Recorded {
+        self.lines.sort_by_key(|&(_, n, _, _)| n);
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.lines.len()
     }
@@ -138,42 +175,197 @@ fn memchr(hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == b'\n')
 }
 
+/// Where an input is in its file: 1-based line number, and the byte offset
+/// just past the line (where reading resumes after it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub line: u64,
+    pub next_offset: u64,
+}
+
+/// Inputs per batch handed from the intake thread to the output loop.
+const BATCH: usize = 256;
+/// Batches the channel holds before the intake thread waits.
+const QUEUE_BATCHES: usize = 16;
+/// `progress` is called this often (in inputs).
+const PROGRESS_EVERY: u64 = 1_000_000;
+
+/// One input after the intake: an event (its feature values are in the
+/// batch, `width` per event, in order), or its dead letter.
+enum Admitted {
+    Event { pos: Position, ev: Event, took: Duration },
+    DeadLetter { pos: Position, dl: DeadLetter },
+}
+
+struct Batch {
+    items: Vec<Admitted>,
+    values: Vec<f64>,
+}
+
+impl Batch {
+    fn new(width: usize) -> Batch {
+        Batch { items: Vec::with_capacity(BATCH), values: Vec::with_capacity(BATCH * width) }
+    }
+}
+
+/// Reads `input` line by line through the intake, sending batches in order.
+/// Stops early when the receiver is gone (the output loop failed).
+fn intake_loop(
+    intake: &mut Intake,
+    mut input: Box<dyn BufRead + Send>,
+    shown: &str,
+    tx: [mpsc::SyncSender<Batch>; 2],
+) -> io::Result<()> {
+    let width = intake.feature_engine().feature_set().len();
+    let mut fv = FeatureVector::default();
+    let mut batch = Batch::new(width);
+    let mut buf = Vec::with_capacity(4096);
+    let mut pos = Position::default();
+    let mut sent = 0usize;
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        pos.line += 1;
+        pos.next_offset += n as u64;
+        let mut line = buf.as_slice();
+        if let Some(l) = line.strip_suffix(b"\n") {
+            line = l;
+        }
+        if let Some(l) = line.strip_suffix(b"\r") {
+            line = l;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let start = Instant::now();
+        let item = match intake.decode(line, || SourcePosition::File { path: shown.to_string(), line: pos.line }) {
+            Ok(ev) => {
+                intake.update_features(&ev, &mut fv);
+                batch.values.extend_from_slice(&fv.0);
+                Admitted::Event { pos, ev, took: start.elapsed() }
+            }
+            Err(dl) => Admitted::DeadLetter { pos, dl },
+        };
+        batch.items.push(item);
+        if batch.items.len() == BATCH {
+            // Batches alternate between the two deciders.
+            if tx[sent % 2].send(std::mem::replace(&mut batch, Batch::new(width))).is_err() {
+                return Ok(());
+            }
+            sent += 1;
+        }
+    }
+    if !batch.items.is_empty() {
+        let _ = tx[sent % 2].send(batch);
+    }
+    Ok(())
+}
+
 /// Replays `input` through `pipeline`, writing one JSON line per decision to
-/// `decisions` and per dead letter to `dead_letters`. `progress` is called
-/// every 50,000 inputs with (done, total).
+/// `decisions` and per dead letter to `dead_letters`, in input order.
+/// `progress` is called every million inputs with the count so far.
 pub fn replay(
     pipeline: &mut Pipeline,
     input: &Path,
-    decisions: &mut dyn Write,
-    dead_letters: &mut dyn Write,
-    mut progress: impl FnMut(u64, u64),
+    decisions: &mut (dyn Write + Send),
+    dead_letters: &mut (dyn Write + Send),
+    progress: impl FnMut(u64) + Send,
 ) -> io::Result<Summary> {
     let started = Instant::now();
-    let recorded = Recorded::read(open_input(input)?)?;
+    let reader = open_input(input)?;
     let shown = input.display().to_string();
-    let total = recorded.len() as u64;
-    let mut summary = Summary::default();
-    for (line, bytes) in recorded.iter() {
-        let outcome = pipeline.process(bytes, || SourcePosition::File { path: shown.clone(), line });
-        match &outcome {
-            Outcome::Decision(d) => {
-                serde_json::to_writer(&mut *decisions, d)?;
-                decisions.write_all(b"\n")?;
-            }
-            Outcome::DeadLetter(dl) => {
-                serde_json::to_writer(&mut *dead_letters, dl)?;
-                dead_letters.write_all(b"\n")?;
-            }
+    let (intake, decider) = pipeline.halves();
+    let width = intake.feature_engine().feature_set().len();
+    let mut second = decider.another().map_err(io::Error::other)?;
+    let mut summary = std::thread::scope(|scope| {
+        let (a_tx, a_rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+        let (b_tx, b_rx) = mpsc::sync_channel::<Batch>(QUEUE_BATCHES);
+        let (a_out_tx, a_out_rx) = mpsc::sync_channel::<Decided>(QUEUE_BATCHES);
+        let (b_out_tx, b_out_rx) = mpsc::sync_channel::<Decided>(QUEUE_BATCHES);
+        let shown = shown.as_str();
+        let spawn = |name: &str| std::thread::Builder::new().name(format!("replay-{name}"));
+        let reading = spawn("intake").spawn_scoped(scope, move || intake_loop(intake, reader, shown, [a_tx, b_tx]))?;
+        let deciding = spawn("decide").spawn_scoped(scope, move || decide_loop(&mut second, width, b_rx, b_out_tx))?;
+        let writing = spawn("output")
+            .spawn_scoped(scope, move || output_loop([a_out_rx, b_out_rx], decisions, dead_letters, progress))?;
+        decide_loop(decider, width, a_rx, a_out_tx);
+        // A failing stage drops its channel ends, which stops the others at their next send.
+        let panicked = |what: &str| io::Error::other(format!("the replay {what} thread panicked"));
+        deciding.join().map_err(|_| panicked("decide"))?;
+        let written = writing.join().unwrap_or_else(|_| Err(panicked("output")));
+        let read = reading.join().unwrap_or_else(|_| Err(panicked("intake")));
+        read.and(written)
+    })?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// A batch of outcomes, in input order.
+type Decided = Vec<(Position, Outcome)>;
+
+/// Decides every admitted input of its batches, in order, handing the
+/// outcomes to the output thread.
+fn decide_loop(decider: &mut Decider, width: usize, rx: mpsc::Receiver<Batch>, tx: mpsc::SyncSender<Decided>) {
+    let mut fv = FeatureVector::default();
+    for batch in rx {
+        let mut values = batch.values.chunks_exact(width.max(1));
+        let mut out = Vec::with_capacity(batch.items.len());
+        for item in batch.items {
+            out.push(match item {
+                Admitted::Event { pos, ev, took } => {
+                    fv.0.clear();
+                    if width > 0 {
+                        fv.0.extend_from_slice(values.next().unwrap_or_default());
+                    }
+                    // `latency_us` counts the intake's time too, not the wait between threads.
+                    let start = Instant::now().checked_sub(took).unwrap_or_else(Instant::now);
+                    (pos, Outcome::Decision(decider.decide(&ev, &fv, start)))
+                }
+                Admitted::DeadLetter { pos, dl } => (pos, Outcome::DeadLetter(dl)),
+            });
         }
-        summary.record(&outcome);
-        if summary.inputs % 50_000 == 0 {
-            progress(summary.inputs, total);
+        if tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Encodes and writes every outcome, in order. `Summary::position` is the
+/// last input whose output has been written.
+fn output_loop(
+    rx: [mpsc::Receiver<Decided>; 2],
+    decisions: &mut (dyn Write + Send),
+    dead_letters: &mut (dyn Write + Send),
+    mut progress: impl FnMut(u64),
+) -> io::Result<Summary> {
+    let mut summary = Summary::default();
+    // Batches alternate between the deciders, so taking them alternately
+    // restores input order; the input ends where the next one is missing.
+    for n in 0.. {
+        let Ok(batch) = rx[n % 2].recv() else { break };
+        for (pos, outcome) in batch {
+            match &outcome {
+                Outcome::Decision(d) => {
+                    serde_json::to_writer(&mut *decisions, d)?;
+                    decisions.write_all(b"\n")?;
+                }
+                Outcome::DeadLetter(dl) => {
+                    serde_json::to_writer(&mut *dead_letters, dl)?;
+                    dead_letters.write_all(b"\n")?;
+                }
+            }
+            summary.record(&outcome);
+            summary.position = pos;
+            if summary.inputs % PROGRESS_EVERY == 0 {
+                progress(summary.inputs);
+            }
         }
     }
     decisions.flush()?;
     dead_letters.flush()?;
-    progress(summary.inputs, total);
-    summary.elapsed = started.elapsed();
     Ok(summary)
 }
 

@@ -44,6 +44,8 @@ enum Command {
     },
     /// Start a local broker, stream replay-data through the engine and show decisions.
     Demo(riskd_kafka::demo::DemoArgs),
+    /// Open-loop load test through a broker: the engine against a pass-through, at several rates.
+    Loadtest(riskd_kafka::loadtest::LoadtestArgs),
     /// Generate a synthetic lending event stream.
     Gen(riskd_gen::GenArgs),
     /// Train a scorecard on replayed events with the serving feature code.
@@ -217,7 +219,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let state_key = riskd_pipeline::pipeline::state_key(&keys);
             let decoder =
                 riskd_core::Decoder::new(riskd_core::Limits { max_event_bytes: cfg.engine.max_event_bytes }, keys);
-            let recorded = riskd_pipeline::replay::Recorded::read(riskd_pipeline::replay::open_input(&input)?)?;
+            let recorded =
+                riskd_pipeline::replay::Recorded::read(riskd_pipeline::replay::open_input(&input)?)?.into_file_order();
             let ex = riskd_pipeline::explain::explain(set, &decoder, state_key, || recorded.iter(), &event_id)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ex)?);
@@ -254,17 +257,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut dl = std::io::BufWriter::new(
                 std::fs::File::create(&dl_path).with_context(|| format!("{}", dl_path.display()))?,
             );
-            let mut sink: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
-                Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+            let mut sink: Box<dyn std::io::Write + Send> = if out.as_os_str() == "-" {
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
             } else {
-                Box::new(std::io::BufWriter::new(
+                Box::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
                     std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?,
                 ))
             };
-            let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done, total| {
-                if total > 100_000 {
-                    eprintln!("replay: {done}/{total}");
-                }
+            let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done| {
+                eprintln!("replay: {done} inputs")
             })?;
             eprint!("{}", summary.render());
             eprintln!("dead letters written to {}", dl_path.display());
@@ -329,6 +331,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 riskd_kafka::serve::run(&cfg.kafka, pipeline, checkpoints, ready, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
+        }
+        Command::Loadtest(args) => {
+            let cfg = load_config(&cli.config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            if args.pass_through_worker {
+                rt.block_on(riskd_kafka::loadtest::pass_through(&cfg.kafka, shutdown_signal()))?;
+            } else if !rt.block_on(riskd_kafka::loadtest::run(cfg, cli.config.clone(), args))? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Demo(args) => {
             let cfg = load_config(&cli.config)?;
