@@ -327,6 +327,7 @@ pub async fn run(
                         offsets: positions.clone(),
                         events: events_in_state,
                         written_at: riskd_pipeline::checkpoint::now_text(),
+                        replay: None,
                     };
                     write_checkpoint(&mut pipeline, ck, meta).await;
                     checkpointed_at = events_in_state;
@@ -444,6 +445,7 @@ pub async fn run(
                     offsets: positions.clone(),
                     events: events_in_state,
                     written_at: riskd_pipeline::checkpoint::now_text(),
+                    replay: None,
                 };
                 write_checkpoint(&mut pipeline, ck, meta).await;
             }

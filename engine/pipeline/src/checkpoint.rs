@@ -40,10 +40,25 @@ pub struct CheckpointMeta {
     /// it is in the state and its output was acknowledged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub offsets: BTreeMap<String, i64>,
+    /// Replay: where in the input and the outputs the state stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayPoint>,
     /// Inputs reflected in the state since the engine first started.
     pub events: u64,
     /// Wall-clock time the checkpoint was written (information only).
     pub written_at: String,
+}
+
+/// A replay's position: the input line and byte offset the state reflects
+/// (everything before is decided and written), and the output lengths at
+/// that point.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayPoint {
+    pub input: String,
+    pub line: u64,
+    pub input_offset: u64,
+    pub decisions_bytes: u64,
+    pub dead_letters_bytes: u64,
 }
 
 impl CheckpointMeta {
@@ -82,13 +97,21 @@ impl CheckpointStore {
     /// Encodes a checkpoint; cheap enough to do between events, while the
     /// slow part ([`CheckpointStore::write`]) can run elsewhere.
     pub fn encode(meta: &CheckpointMeta, engine: &FeatureEngine) -> Vec<u8> {
+        let mut state = Vec::with_capacity(64 * engine.entity_count());
+        engine.write_snapshot(&mut state).expect("writing to memory cannot fail");
+        Self::encode_parts(meta, &state)
+    }
+
+    /// Like [`CheckpointStore::encode`], with the state already written by
+    /// `FeatureEngine::write_snapshot` (e.g. on another thread).
+    pub fn encode_parts(meta: &CheckpointMeta, state: &[u8]) -> Vec<u8> {
         let meta_json = serde_json::to_vec(meta).expect("checkpoint metadata serializes");
-        let mut buf = Vec::with_capacity(64 + meta_json.len() + 64 * engine.entity_count());
+        let mut buf = Vec::with_capacity(64 + meta_json.len() + state.len());
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&FORMAT.to_le_bytes());
         buf.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
         buf.extend_from_slice(&meta_json);
-        engine.write_snapshot(&mut buf).expect("writing to memory cannot fail");
+        buf.extend_from_slice(state);
         let digest = Sha256::digest(&buf);
         buf.extend_from_slice(&digest);
         buf

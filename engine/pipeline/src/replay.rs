@@ -41,6 +41,7 @@ use riskd_core::{DeadLetter, Event, SourcePosition};
 use riskd_features::FeatureVector;
 use serde::Deserialize;
 
+use crate::checkpoint::{CheckpointMeta, CheckpointStore, ReplayPoint};
 use crate::pipeline::{Decider, Intake, Outcome, Pipeline};
 
 /// Counts of what a replay produced.
@@ -200,12 +201,33 @@ enum Admitted {
 struct Batch {
     items: Vec<Admitted>,
     values: Vec<f64>,
+    /// Feature state as of the end of this batch, to be made durable once
+    /// the batch's outputs are written.
+    checkpoint: Option<(Position, Vec<u8>)>,
 }
 
 impl Batch {
     fn new(width: usize) -> Batch {
-        Batch { items: Vec::with_capacity(BATCH), values: Vec::with_capacity(BATCH * width) }
+        Batch { items: Vec::with_capacity(BATCH), values: Vec::with_capacity(BATCH * width), checkpoint: None }
     }
+}
+
+/// Checkpointing of a replay: the store, how often (in inputs), and the
+/// input's name recorded in the checkpoint.
+pub struct ReplayCheckpoints<'a> {
+    pub store: &'a CheckpointStore,
+    pub every: u64,
+    pub input: String,
+    pub feature_set: String,
+}
+
+/// Where a resumed replay starts: the checkpoint's input position, and the
+/// output lengths its outputs were truncated to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Start {
+    pub position: Position,
+    pub decisions_bytes: u64,
+    pub dead_letters_bytes: u64,
 }
 
 /// Reads `input` line by line through the intake, sending batches in order.
@@ -215,13 +237,16 @@ fn intake_loop(
     mut input: Box<dyn BufRead + Send>,
     shown: &str,
     tx: [mpsc::SyncSender<Batch>; 2],
+    start: Position,
+    checkpoint_every: Option<u64>,
 ) -> io::Result<()> {
     let width = intake.feature_engine().feature_set().len();
     let mut fv = FeatureVector::default();
     let mut batch = Batch::new(width);
     let mut buf = Vec::with_capacity(4096);
-    let mut pos = Position::default();
+    let mut pos = start;
     let mut sent = 0usize;
+    let mut since_checkpoint = 0u64;
     loop {
         buf.clear();
         let n = input.read_until(b'\n', &mut buf)?;
@@ -250,7 +275,14 @@ fn intake_loop(
             Err(dl) => Admitted::DeadLetter { pos, dl },
         };
         batch.items.push(item);
-        if batch.items.len() == BATCH {
+        since_checkpoint += 1;
+        if checkpoint_every.is_some_and(|every| since_checkpoint >= every) {
+            since_checkpoint = 0;
+            let mut state = Vec::new();
+            intake.feature_engine().write_snapshot(&mut state).map_err(io::Error::other)?;
+            batch.checkpoint = Some((pos, state));
+        }
+        if batch.items.len() == BATCH || batch.checkpoint.is_some() {
             // Batches alternate between the two deciders.
             if tx[sent % 2].send(std::mem::replace(&mut batch, Batch::new(width))).is_err() {
                 return Ok(());
@@ -258,7 +290,12 @@ fn intake_loop(
             sent += 1;
         }
     }
-    if !batch.items.is_empty() {
+    if checkpoint_every.is_some() && since_checkpoint > 0 {
+        let mut state = Vec::new();
+        intake.feature_engine().write_snapshot(&mut state).map_err(io::Error::other)?;
+        batch.checkpoint = Some((pos, state));
+    }
+    if !batch.items.is_empty() || batch.checkpoint.is_some() {
         let _ = tx[sent % 2].send(batch);
     }
     Ok(())
@@ -274,8 +311,34 @@ pub fn replay(
     dead_letters: &mut (dyn Write + Send),
     progress: impl FnMut(u64) + Send,
 ) -> io::Result<Summary> {
+    replay_from(pipeline, input, decisions, dead_letters, progress, Start::default(), None)
+}
+
+/// [`replay`] from a position (the input is skipped up to it; the outputs
+/// are assumed to hold everything before it), writing a checkpoint every
+/// `checkpoints.every` inputs and at the end.
+pub fn replay_from(
+    pipeline: &mut Pipeline,
+    input: &Path,
+    decisions: &mut (dyn Write + Send),
+    dead_letters: &mut (dyn Write + Send),
+    progress: impl FnMut(u64) + Send,
+    start: Start,
+    checkpoints: Option<ReplayCheckpoints<'_>>,
+) -> io::Result<Summary> {
     let started = Instant::now();
-    let reader = open_input(input)?;
+    let mut reader = open_input(input)?;
+    if start.position.next_offset > 0 {
+        let skipped = io::copy(&mut (&mut reader).take(start.position.next_offset), &mut io::sink())?;
+        if skipped < start.position.next_offset {
+            return Err(io::Error::other(format!(
+                "{}: shorter ({skipped} bytes) than the checkpoint's position ({} bytes): not the input it was taken on",
+                input.display(),
+                start.position.next_offset
+            )));
+        }
+    }
+    let every = checkpoints.as_ref().map(|c| c.every.max(1));
     let shown = input.display().to_string();
     let (intake, decider) = pipeline.halves();
     let width = intake.feature_engine().feature_set().len();
@@ -287,10 +350,12 @@ pub fn replay(
         let (b_out_tx, b_out_rx) = mpsc::sync_channel::<Decided>(QUEUE_BATCHES);
         let shown = shown.as_str();
         let spawn = |name: &str| std::thread::Builder::new().name(format!("replay-{name}"));
-        let reading = spawn("intake").spawn_scoped(scope, move || intake_loop(intake, reader, shown, [a_tx, b_tx]))?;
+        let reading = spawn("intake")
+            .spawn_scoped(scope, move || intake_loop(intake, reader, shown, [a_tx, b_tx], start.position, every))?;
         let deciding = spawn("decide").spawn_scoped(scope, move || decide_loop(&mut second, width, b_rx, b_out_tx))?;
-        let writing = spawn("output")
-            .spawn_scoped(scope, move || output_loop([a_out_rx, b_out_rx], decisions, dead_letters, progress))?;
+        let writing = spawn("output").spawn_scoped(scope, move || {
+            output_loop([a_out_rx, b_out_rx], decisions, dead_letters, progress, start, checkpoints)
+        })?;
         decide_loop(decider, width, a_rx, a_out_tx);
         // A failing stage drops its channel ends, which stops the others at their next send.
         let panicked = |what: &str| io::Error::other(format!("the replay {what} thread panicked"));
@@ -303,8 +368,11 @@ pub fn replay(
     Ok(summary)
 }
 
-/// A batch of outcomes, in input order.
-type Decided = Vec<(Position, Outcome)>;
+/// A batch of outcomes, in input order, and the checkpoint that follows it.
+struct Decided {
+    items: Vec<(Position, Outcome)>,
+    checkpoint: Option<(Position, Vec<u8>)>,
+}
 
 /// Decides every admitted input of its batches, in order, handing the
 /// outcomes to the output thread.
@@ -327,7 +395,7 @@ fn decide_loop(decider: &mut Decider, width: usize, rx: mpsc::Receiver<Batch>, t
                 Admitted::DeadLetter { pos, dl } => (pos, Outcome::DeadLetter(dl)),
             });
         }
-        if tx.send(out).is_err() {
+        if tx.send(Decided { items: out, checkpoint: batch.checkpoint }).is_err() {
             return;
         }
     }
@@ -340,21 +408,30 @@ fn output_loop(
     decisions: &mut (dyn Write + Send),
     dead_letters: &mut (dyn Write + Send),
     mut progress: impl FnMut(u64),
+    start: Start,
+    checkpoints: Option<ReplayCheckpoints<'_>>,
 ) -> io::Result<Summary> {
-    let mut summary = Summary::default();
+    let mut summary = Summary { position: start.position, ..Summary::default() };
+    let (mut decisions_bytes, mut dead_letters_bytes) = (start.decisions_bytes, start.dead_letters_bytes);
+    let mut line = Vec::with_capacity(4096);
     // Batches alternate between the deciders, so taking them alternately
     // restores input order; the input ends where the next one is missing.
     for n in 0.. {
         let Ok(batch) = rx[n % 2].recv() else { break };
-        for (pos, outcome) in batch {
+        for (pos, outcome) in batch.items {
+            line.clear();
             match &outcome {
                 Outcome::Decision(d) => {
-                    serde_json::to_writer(&mut *decisions, d)?;
-                    decisions.write_all(b"\n")?;
+                    serde_json::to_writer(&mut line, d)?;
+                    line.push(b'\n');
+                    decisions.write_all(&line)?;
+                    decisions_bytes += line.len() as u64;
                 }
                 Outcome::DeadLetter(dl) => {
-                    serde_json::to_writer(&mut *dead_letters, dl)?;
-                    dead_letters.write_all(b"\n")?;
+                    serde_json::to_writer(&mut line, dl)?;
+                    line.push(b'\n');
+                    dead_letters.write_all(&line)?;
+                    dead_letters_bytes += line.len() as u64;
                 }
             }
             summary.record(&outcome);
@@ -362,6 +439,26 @@ fn output_loop(
             if summary.inputs % PROGRESS_EVERY == 0 {
                 progress(summary.inputs);
             }
+        }
+        if let (Some((pos, state)), Some(ck)) = (batch.checkpoint, &checkpoints) {
+            // Everything before `pos` is written (and flushed) before the
+            // checkpoint that says so.
+            decisions.flush()?;
+            dead_letters.flush()?;
+            let meta = CheckpointMeta {
+                feature_set: ck.feature_set.clone(),
+                replay: Some(ReplayPoint {
+                    input: ck.input.clone(),
+                    line: pos.line,
+                    input_offset: pos.next_offset,
+                    decisions_bytes,
+                    dead_letters_bytes,
+                }),
+                events: pos.line,
+                written_at: crate::checkpoint::now_text(),
+                ..CheckpointMeta::default()
+            };
+            ck.store.write(&CheckpointStore::encode_parts(&meta, &state)).map_err(io::Error::other)?;
         }
     }
     decisions.flush()?;

@@ -41,6 +41,14 @@ enum Command {
         /// Dead letters out (JSONL). Default: next to --out, or ./dead-letters.jsonl.
         #[arg(long)]
         dead_letters: Option<PathBuf>,
+        /// Checkpoint feature state and the input position here; a replay
+        /// killed midway and started again with the same arguments resumes
+        /// where the last checkpoint stood. Removed when the replay completes.
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
+        /// Inputs between checkpoints.
+        #[arg(long, default_value_t = 1_000_000)]
+        checkpoint_every: u64,
     },
     /// Start a local broker, stream replay-data through the engine and show decisions.
     Demo(riskd_kafka::demo::DemoArgs),
@@ -242,11 +250,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Replay { input, out, dead_letters } => {
+        Command::Replay { input, out, dead_letters, checkpoint_dir, checkpoint_every } => {
+            use riskd_pipeline::replay::{ReplayCheckpoints, Start};
             let cfg = load_config(&cli.config)?;
             let keys = load_keys(&cfg)?;
             let dep = Arc::new(load_deployment(&cfg)?);
-            let mut pipeline = Pipeline::new(dep, keys, &cfg.engine)?;
+            let mut pipeline = Pipeline::new(dep.clone(), keys, &cfg.engine)?;
             let dl_path = dead_letters.unwrap_or_else(|| {
                 if out.as_os_str() == "-" {
                     PathBuf::from("dead-letters.jsonl")
@@ -254,20 +263,83 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     out.with_extension("dead-letters.jsonl")
                 }
             });
-            let mut dl = std::io::BufWriter::new(
-                std::fs::File::create(&dl_path).with_context(|| format!("{}", dl_path.display()))?,
-            );
+            let store = checkpoint_dir.as_ref().map(riskd_pipeline::CheckpointStore::new);
+            let mut start = Start::default();
+            if let Some(store) = &store {
+                if out.as_os_str() == "-" {
+                    bail!("--checkpoint-dir needs --out FILE: standard output cannot be resumed");
+                }
+                if let Some(meta) = pipeline.restore_checkpoint(store)? {
+                    let Some(at) = meta.replay else {
+                        bail!(
+                            "{} holds a serve checkpoint, not a replay one: use another --checkpoint-dir",
+                            store.path().display()
+                        );
+                    };
+                    if at.input != input.display().to_string() {
+                        bail!(
+                            "{} belongs to a replay of {}, not {}: use another --checkpoint-dir or remove it",
+                            store.path().display(),
+                            at.input,
+                            input.display()
+                        );
+                    }
+                    for (path, len) in [(&out, at.decisions_bytes), (&dl_path, at.dead_letters_bytes)] {
+                        let f = std::fs::OpenOptions::new().write(true).open(path).with_context(|| {
+                            format!("{}: resuming needs the outputs of the interrupted replay", path.display())
+                        })?;
+                        if f.metadata()?.len() < len {
+                            bail!("{} is shorter than the checkpoint says ({len} bytes): it is not the interrupted replay's output", path.display());
+                        }
+                        f.set_len(len)?;
+                    }
+                    start = Start {
+                        position: riskd_pipeline::replay::Position { line: at.line, next_offset: at.input_offset },
+                        decisions_bytes: at.decisions_bytes,
+                        dead_letters_bytes: at.dead_letters_bytes,
+                    };
+                    eprintln!(
+                        "resuming {} after line {} (checkpoint of {})",
+                        input.display(),
+                        at.line,
+                        meta.written_at
+                    );
+                }
+            }
+            let open = |path: &Path| -> Result<std::fs::File> {
+                let mut o = std::fs::OpenOptions::new();
+                if start.position.line > 0 {
+                    o.append(true)
+                } else {
+                    o.write(true).create(true).truncate(true)
+                };
+                o.open(path).with_context(|| format!("{}", path.display()))
+            };
+            let mut dl = std::io::BufWriter::new(open(&dl_path)?);
             let mut sink: Box<dyn std::io::Write + Send> = if out.as_os_str() == "-" {
                 Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
             } else {
-                Box::new(std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?,
-                ))
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, open(&out)?))
             };
-            let summary = riskd_pipeline::replay::replay(&mut pipeline, &input, &mut sink, &mut dl, |done| {
-                eprintln!("replay: {done} inputs")
-            })?;
+            let checkpoints = store.as_ref().map(|store| ReplayCheckpoints {
+                store,
+                every: checkpoint_every,
+                input: input.display().to_string(),
+                feature_set: dep.features.version.clone(),
+            });
+            let summary = riskd_pipeline::replay::replay_from(
+                &mut pipeline,
+                &input,
+                &mut sink,
+                &mut dl,
+                |done| eprintln!("replay: {done} inputs"),
+                start,
+                checkpoints,
+            )?;
+            if let Some(store) = &store {
+                // Complete: nothing to resume.
+                let _ = std::fs::remove_file(store.path());
+            }
             eprint!("{}", summary.render());
             eprintln!("dead letters written to {}", dl_path.display());
         }
