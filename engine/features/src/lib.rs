@@ -18,6 +18,7 @@ mod def;
 pub mod reference;
 mod snapshot;
 mod state;
+mod table;
 
 pub use def::{
     suggest, Aggregation, DefError, EntityKind, FeatureDef, FeatureSet, FilterValue, Operand, StateLimits, Window,

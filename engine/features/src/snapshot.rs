@@ -63,7 +63,7 @@ impl FeatureEngine {
             .tables
             .iter()
             .map(|t| {
-                let mut entries: Vec<(u128, Entity)> = t.map.iter().map(|(k, e)| (*k, e.clone())).collect();
+                let mut entries: Vec<(u128, Entity)> = t.map.iter().map(|(k, e)| (k, e.clone())).collect();
                 entries.sort_unstable_by_key(|(k, _)| *k);
                 TableBody {
                     entity: t.entity.to_string(),

@@ -1,0 +1,198 @@
+//! An open-addressing table keyed by 128-bit keyed hashes, built so the
+//! slot an entity lives in can be prefetched before it is read: the engine
+//! asks for the slots of all of an event's entities at once, so their cache
+//! misses overlap.
+//!
+//! Linear probing over a power-of-two array, at most 3/4 full, with
+//! backward-shift deletion (no tombstones). Key 0 marks an empty slot; the
+//! engine's keys are SipHash outputs, and a key of 0 is stored as 1.
+
+pub(crate) struct KeyTable<V> {
+    keys: Vec<u128>,
+    vals: Vec<Option<V>>,
+    len: usize,
+}
+
+impl<V> Default for KeyTable<V> {
+    fn default() -> Self {
+        KeyTable { keys: Vec::new(), vals: Vec::new(), len: 0 }
+    }
+}
+
+#[inline]
+fn fix(key: u128) -> u128 {
+    if key == 0 {
+        1
+    } else {
+        key
+    }
+}
+
+impl<V> KeyTable<V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn home(&self, key: u128) -> usize {
+        ((key as u64) ^ ((key >> 64) as u64)) as usize & (self.keys.len() - 1)
+    }
+
+    /// Asks the CPU for the key's home slot (a hint; never faults).
+    #[inline]
+    pub fn prefetch(&self, key: u128) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let i = self.home(fix(key));
+        crate::state::prefetch(&self.keys[i] as *const u128 as *const u8);
+        crate::state::prefetch(&self.vals[i] as *const Option<V> as *const u8);
+    }
+
+    #[inline]
+    fn find(&self, key: u128) -> Option<usize> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let key = fix(key);
+        let mask = self.keys.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match self.keys[i] {
+                0 => return None,
+                k if k == key => return Some(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub fn get(&self, key: &u128) -> Option<&V> {
+        self.find(*key).and_then(|i| self.vals[i].as_ref())
+    }
+
+    pub fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
+        self.find(*key).and_then(|i| self.vals[i].as_mut())
+    }
+
+    pub fn contains_key(&self, key: &u128) -> bool {
+        self.find(*key).is_some()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        let want = (self.len + n) * 4 / 3 + 1;
+        if want > self.keys.len() {
+            self.rehash(want.next_power_of_two().max(16));
+        }
+    }
+
+    fn rehash(&mut self, size: usize) {
+        let keys = std::mem::replace(&mut self.keys, vec![0; size]);
+        let vals = std::mem::replace(&mut self.vals, (0..size).map(|_| None).collect());
+        let mask = size - 1;
+        for (k, v) in keys.into_iter().zip(vals) {
+            if k == 0 {
+                continue;
+            }
+            let mut i = self.home(k);
+            while self.keys[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.keys[i] = k;
+            self.vals[i] = v;
+        }
+    }
+
+    /// Inserts or replaces.
+    pub fn insert(&mut self, key: u128, val: V) {
+        if (self.len + 1) * 4 > self.keys.len() * 3 {
+            self.rehash((self.keys.len() * 2).max(16));
+        }
+        let key = fix(key);
+        let mask = self.keys.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            match self.keys[i] {
+                0 => {
+                    self.keys[i] = key;
+                    self.vals[i] = Some(val);
+                    self.len += 1;
+                    return;
+                }
+                k if k == key => {
+                    self.vals[i] = Some(val);
+                    return;
+                }
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &u128) -> Option<V> {
+        let mut i = self.find(*key)?;
+        let out = self.vals[i].take();
+        self.keys[i] = 0;
+        self.len -= 1;
+        // Backward shift: pull later entries of the run into the hole when
+        // their home lies at or before it.
+        let mask = self.keys.len() - 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let k = self.keys[j];
+            if k == 0 {
+                break;
+            }
+            let home = self.home(k);
+            // Is `home` cyclically outside (i, j]? Then the entry may move to i.
+            let in_range = if i <= j { home > i && home <= j } else { home > i || home <= j };
+            if !in_range {
+                self.keys[i] = k;
+                self.vals[i] = self.vals[j].take();
+                self.keys[j] = 0;
+                i = j;
+            }
+        }
+        out
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u128, &V)> {
+        self.keys.iter().zip(&self.vals).filter(|(k, _)| **k != 0).filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::KeyTable;
+
+    #[test]
+    fn behaves_like_a_hash_map_under_random_inserts_and_removes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut t: KeyTable<u64> = KeyTable::default();
+        let mut m: HashMap<u128, u64> = HashMap::new();
+        for step in 0..60_000u64 {
+            // Few distinct keys with colliding low bits, so runs are long.
+            let key = u128::from(rng.gen_range(1..3000u32)) << 64 | u128::from(rng.gen_range(0..4u8));
+            match rng.gen_range(0..3) {
+                0 | 1 => {
+                    t.insert(key, step);
+                    m.insert(key, step);
+                }
+                _ => assert_eq!(t.remove(&key), m.remove(&key), "step {step}"),
+            }
+            assert_eq!(t.len(), m.len());
+            if step % 997 == 0 {
+                for (k, v) in &m {
+                    assert_eq!(t.get(k), Some(v));
+                }
+                assert_eq!(t.iter().count(), m.len());
+            }
+        }
+        assert_eq!(t.get(&0), None);
+        t.insert(0, 7);
+        assert_eq!(t.get(&0), Some(&7));
+    }
+}
