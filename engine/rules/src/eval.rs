@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use riskd_core::event::EventKind;
+use riskd_core::event::{EventKind, RepaymentMethod};
 use riskd_core::Value;
 
 use crate::lists::{CidrSet, NumSet, StrSet};
@@ -178,6 +178,33 @@ pub(crate) enum NumExpr {
     Max(Box<[NumExpr]>),
     Coalesce(Box<[NumExpr]>),
     Len(Box<StrExpr>),
+    Apr(Box<AprArgs>),
+}
+
+/// The arguments of `apr(amount, term_months, annual_rate, fees, method)`.
+#[derive(Debug)]
+pub(crate) struct AprArgs {
+    pub amount: NumExpr,
+    pub term_months: NumExpr,
+    pub annual_rate: NumExpr,
+    pub fees: NumExpr,
+    pub method: StrExpr,
+}
+
+impl AprArgs {
+    #[inline]
+    fn eval<S: Source>(&self, src: &S) -> Option<f64> {
+        let method = self.method.eval(src)?;
+        // Compared through the case view: no string is built per event.
+        let method = RepaymentMethod::ALL.iter().copied().find(|m| method.eq_str(m.as_str()))?;
+        crate::apr::apr(
+            self.amount.eval(src)?,
+            self.term_months.eval(src)?,
+            self.annual_rate.eval(src)?,
+            self.fees.eval(src)?,
+            method,
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -252,6 +279,7 @@ impl NumExpr {
             NumExpr::Max(xs) => fold_all(xs, src, f64::max),
             NumExpr::Coalesce(xs) => xs.iter().find_map(|x| x.eval(src)),
             NumExpr::Len(s) => s.eval(src).map(|s| s.char_len() as f64),
+            NumExpr::Apr(args) => args.eval(src),
         }
     }
 }
