@@ -120,7 +120,7 @@ impl Pipeline {
         let scorecards = deployment.models.iter().map(|m| Scorecard::new(m.clone())).collect::<Result<Vec<_>, _>>()?;
         let features = FeatureEngine::new(deployment.features.clone(), state_key(&keys));
         Ok(Pipeline {
-            decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
+            decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes, ..Limits::default() }, keys),
             deployment,
             features,
             scorecards,
