@@ -1,5 +1,5 @@
 //! Hot reload of the rule set while serving. The rules directory is polled
-//! for changes (and SIGHUP forces a reload); a change is compiled and its
+//! for changes (and SIGHUP or `POST /admin/reload` forces a reload); a change is compiled and its
 //! analyst tests run; only a rule set that passes both replaces the one in
 //! force, atomically between two events. A refused change leaves the
 //! previous rules serving and is reported in the log and in
@@ -55,6 +55,17 @@ pub struct ReloadStatus {
 
 pub type SharedStatus = Arc<Mutex<ReloadStatus>>;
 
+/// Asks the watcher for a reload now (what SIGHUP does); the reply is the
+/// reload status once it is done.
+pub type ReloadRequests = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadStatus>>;
+/// The watcher's end of [`ReloadRequests`].
+pub type ReloadInbox = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<ReloadStatus>>;
+
+/// A request channel for [`watch_rules`]; a few requests may wait.
+pub fn reload_channel() -> (ReloadRequests, ReloadInbox) {
+    tokio::sync::mpsc::channel(4)
+}
+
 /// Reloads once and reports the outcome (log, metric, status).
 pub fn reload_now(deployment: &Deployment, why: &str, status: &SharedStatus) {
     let (outcome, error) = match deployment.reload_rules() {
@@ -98,12 +109,14 @@ pub fn status_json(deployment: &Deployment, status: &SharedStatus) -> serde_json
     })
 }
 
-/// Watches the rules directory every `interval` (None: only on SIGHUP)
-/// until `shutdown` resolves.
+/// Watches the rules directory every `interval` (None: only on SIGHUP and
+/// requests) until `shutdown` resolves. Reloads at once on SIGHUP and on
+/// each request from `requests` (the admin endpoint), answering it.
 pub async fn watch_rules(
     deployment: Arc<Deployment>,
     interval: Option<Duration>,
     status: SharedStatus,
+    mut requests: ReloadInbox,
     shutdown: impl Future<Output = ()>,
 ) {
     let dir = deployment.rules_dir().to_path_buf();
@@ -136,6 +149,13 @@ pub async fn watch_rules(
             _ = hangup => {
                 seen = fingerprint(&dir);
                 reload_now(&deployment, "SIGHUP", &status);
+            }
+            Some(reply) = requests.recv() => {
+                seen = fingerprint(&dir);
+                reload_now(&deployment, "admin endpoint", &status);
+                let now = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                // The requester may have given up waiting; nothing to do then.
+                let _ = reply.send(now);
             }
             _ = tick => {
                 let now = fingerprint(&dir);

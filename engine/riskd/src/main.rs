@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use riskd_core::KeyRing;
+use riskd_kafka::ops::{AdminToken, ADMIN_TOKEN_ENV};
 use riskd_pipeline::{Config, Deployment, Pipeline};
 
 #[derive(Parser)]
@@ -92,6 +93,11 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a new random admin token for the admin endpoints (refuses to overwrite).
+    AdminToken {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +166,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             write_private(&out, &KeyRing::generate_file("k1"))?;
             eprintln!("wrote {} (keep it apart from the config, readable only by the engine)", out.display());
+        }
+        Command::Keys { command: KeysCommand::AdminToken { out } } => {
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite an admin token", out.display());
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private(&out, &format!("{}\n", AdminToken::generate()))?;
+            eprintln!("wrote {} (point http.admin_token_file at it; give the token only to operators)", out.display());
         }
         Command::Check => {
             let cfg = load_config(&cli.config)?;
@@ -259,21 +275,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let pipeline = Pipeline::new(dep.clone(), keys, &cfg.engine)?;
             let rt = tokio::runtime::Runtime::new()?;
+            let env_token = std::env::var(ADMIN_TOKEN_ENV).ok();
+            let token = AdminToken::resolve(env_token.as_deref(), &cfg.http.admin_token_file)?;
             rt.block_on(async {
                 let ready = Arc::new(AtomicBool::new(false));
                 let status = riskd_kafka::reload::SharedStatus::default();
+                let (reload_requests, reload_inbox) = riskd_kafka::reload::reload_channel();
                 if let Some(handle) = metrics {
                     let addr = cfg.http.listen.parse()?;
                     let (d, st) = (dep.clone(), status.clone());
                     let status_fn: riskd_kafka::ops::StatusFn =
                         Arc::new(move || riskd_kafka::reload::status_json(&d, &st));
-                    let bound =
-                        riskd_kafka::ops::serve_http(addr, handle, ready.clone(), status_fn, shutdown_signal()).await?;
-                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz /status");
+                    if token.is_none() {
+                        tracing::warn!(
+                            token_file = %cfg.http.admin_token_file.display(),
+                            "no admin token configured: /status and /admin/reload are off"
+                        );
+                    }
+                    let admin = riskd_kafka::ops::Admin { token, reload: Some(reload_requests) };
+                    let bound = riskd_kafka::ops::serve_http(addr, handle, ready.clone(), status_fn, admin, shutdown_signal())
+                        .await?;
+                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz; admin: /status, POST /admin/reload");
                 }
                 let every = cfg.engine.rules_reload_interval_ms;
                 let interval = (every > 0).then(|| std::time::Duration::from_millis(every));
-                tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, status, shutdown_signal()));
+                tokio::spawn(riskd_kafka::reload::watch_rules(dep, interval, status, reload_inbox, shutdown_signal()));
                 riskd_kafka::serve::run(&cfg.kafka, pipeline, ready, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
