@@ -145,18 +145,18 @@ struct Ops {
 }
 
 impl Ops {
-    /// `Err` with the response to send when the request may not use an
-    /// admin endpoint.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The response to send instead when the request may not use an admin
+    /// endpoint.
+    fn denied(&self, headers: &HeaderMap) -> Option<Response> {
         match &self.admin.token {
-            Some(t) if t.accepts(headers) => Ok(()),
-            Some(_) => Err((
+            Some(t) if t.accepts(headers) => None,
+            Some(_) => Some((
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"riskd-admin\"")],
                 "a valid admin token is required: Authorization: Bearer <token>\n",
             )
                 .into_response()),
-            None => Err((
+            None => Some((
                 StatusCode::FORBIDDEN,
                 "admin endpoints are off: no admin token is configured (http.admin_token_file or RISKD_ADMIN_TOKEN)\n",
             )
@@ -166,7 +166,7 @@ impl Ops {
 }
 
 async fn status(State(o): State<Ops>, headers: HeaderMap) -> Response {
-    if let Err(denied) = o.authorize(&headers) {
+    if let Some(denied) = o.denied(&headers) {
         return denied;
     }
     axum::Json((o.status)()).into_response()
@@ -176,7 +176,7 @@ async fn status(State(o): State<Ops>, headers: HeaderMap) -> Response {
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn reload(State(o): State<Ops>, headers: HeaderMap) -> Response {
-    if let Err(denied) = o.authorize(&headers) {
+    if let Some(denied) = o.denied(&headers) {
         return denied;
     }
     let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();

@@ -57,8 +57,7 @@ impl Schedule {
         let valid = amount.is_finite()
             && amount > 0.0
             && months.is_finite()
-            && months >= 1.0
-            && months <= MAX_TERM_MONTHS
+            && (1.0..=MAX_TERM_MONTHS).contains(&months)
             && months.fract() == 0.0
             && annual_rate.is_finite()
             && (0.0..=MAX_ANNUAL_RATE).contains(&annual_rate);

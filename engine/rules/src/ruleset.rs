@@ -658,7 +658,8 @@ impl<'a> Loader<'a> {
         for t in tables {
             // One rule's diagnostics in the order they appear in the file.
             let mut local = Vec::new();
-            if let Some(d) = parse_rule(src, fi, t, combine, schema, lists, constants, &mut local) {
+            let names = Names { schema, lists, constants };
+            if let Some(d) = parse_rule(src, fi, t, combine, &names, &mut local) {
                 out.push(d);
             }
             local.sort_by_key(|d| d.span.start);
@@ -750,14 +751,19 @@ fn parse_constants(src: &SourceFile, entries: Entries, diags: &mut Vec<Diagnosti
 const RULE_KEYS: &[&str] =
     &["id", "description", "owner", "severity", "mode", "events", "when", "action", "reason", "score"];
 
+/// What a rule's condition may refer to.
+struct Names<'a> {
+    schema: &'a Schema,
+    lists: &'a Lists,
+    constants: &'a Constants,
+}
+
 fn parse_rule(
     src: &SourceFile,
     fi: usize,
     table: Spanned<Item>,
     combine: Option<Combine>,
-    schema: &Schema,
-    lists: &Lists,
-    constants: &Constants,
+    names: &Names<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<RuleDraft> {
     let span = table.span();
@@ -841,7 +847,7 @@ fn parse_rule(
     let (cond, when_span) = match when {
         Some((text, wspan)) => {
             let offsets = string_offsets(&src.text, &wspan, &text);
-            let mut checker = Checker::new(schema, lists, events).with_constants(constants);
+            let mut checker = Checker::new(names.schema, names.lists, events).with_constants(names.constants);
             let cond = compile_expr(src, &text, offsets.as_deref(), &wspan, &mut checker, diags, |c, e| c.condition(e))
                 .map(BoolExpr::fold);
             (cond, wspan)

@@ -80,7 +80,7 @@ fn twelve_equal_installments_with_fees() {
     //     r = 2.25% + 0.05% x (10.41478 - 10.39909) / (10.41478 - 10.38310) = 2.2748%,
     //     refined to r = 2.274738%: APR = 27.2969% (not 24%: the fees cost 3.3 points).
     let s = Schedule::new(12000.0, 12.0, 0.24, Equal).unwrap();
-    close(Some(s.installment), 1134.715_159, 1e-6);
+    close(Some(s.installment), 1_134.715_159, 1e-6);
     let got = apr(12000.0, 12.0, 0.24, 200.0, Equal);
     close(got, 0.272_968_523_8, 1e-9);
     assert!(npv(12000.0, 200.0, &s, got.unwrap() / 12.0).abs() < 1e-7);
