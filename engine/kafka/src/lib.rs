@@ -9,7 +9,8 @@
 //! can repeat decisions (with the same decision id) but never lose one.
 //!
 //! [`admin`] creates topics explicitly (the local broker does not
-//! auto-create) and [`ops`] serves `/metrics`, `/healthz` and `/readyz`.
+//! auto-create) and [`ops`] serves `/metrics`, `/healthz` and `/readyz`, and
+//! the token-guarded admin endpoints `/status` and `POST /admin/reload`.
 
 pub mod admin;
 pub mod client;
