@@ -12,10 +12,10 @@
 //! ```
 //!
 //! and **APR = 12 r**: the monthly IRR annualised without compounding, the
-//! convention of the IRR-based annualised-rate disclosure rules the 24% and
-//! 36% caps are stated in (and of the US Regulation Z APR). The compounded
-//! figure `(1 + r)^12 - 1` (the EU's APRC) is higher for the same offer; a
-//! cap written in that convention converts with [`effective_to_nominal`].
+//! convention IRR-based caps such as 24% and 36% are commonly quoted in (and
+//! that of the US Regulation Z APR). The compounded figure `(1 + r)^12 - 1`
+//! (the EU's APRC) is higher for the same offer; a cap stated in that
+//! convention converts with [`effective_to_nominal`].
 //!
 //! Schedules ([`RepaymentMethod`]):
 //! * `equal_installment`: n equal payments `A i / (1 - (1 + i)^-n)` with
