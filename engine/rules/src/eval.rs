@@ -197,14 +197,28 @@ impl AprArgs {
         let method = self.method.eval(src)?;
         // Compared through the case view: no string is built per event.
         let method = RepaymentMethod::ALL.iter().copied().find(|m| method.eq_str(m.as_str()))?;
-        crate::apr::apr(
-            self.amount.eval(src)?,
-            self.term_months.eval(src)?,
-            self.annual_rate.eval(src)?,
-            self.fees.eval(src)?,
-            method,
-        )
+        let args =
+            [self.amount.eval(src)?, self.term_months.eval(src)?, self.annual_rate.eval(src)?, self.fees.eval(src)?];
+        let key = (args.map(f64::to_bits), method);
+        // Several rules (a reject cap, a review cap, ...) ask for the APR of
+        // the same offer; the solve (a few hundred ns) is done once per
+        // offer and thread. The key is every input, so a hit is exact.
+        if let Some((k, v)) = LAST_APR.get() {
+            if k == key {
+                return v;
+            }
+        }
+        let v = crate::apr::apr(args[0], args[1], args[2], args[3], method);
+        LAST_APR.set(Some((key, v)));
+        v
     }
+}
+
+type AprKey = ([u64; 4], RepaymentMethod);
+
+thread_local! {
+    /// The last APR computed on this thread, with its inputs.
+    static LAST_APR: std::cell::Cell<Option<(AprKey, Option<f64>)>> = const { std::cell::Cell::new(None) };
 }
 
 #[derive(Debug)]

@@ -316,3 +316,51 @@ fn repayment_methods_are_all_supported() {
         assert!(apr(1000.0, 12.0, 0.1, 10.0, *m).is_some_and(|v| v > 0.1), "{m}");
     }
 }
+
+#[test]
+fn alternating_offers_each_get_their_own_apr() {
+    // The evaluator remembers the last offer it solved; interleaving offers
+    // that differ in one input at a time must never return another's APR.
+    let rs = load(CHAIN, &rule("loan_application", "apr() > const.cap", "reject")).unwrap();
+    let e = rs.expression("apr()", &starter_schema()).unwrap();
+    let base = [
+        ("event.amount", "10000"),
+        ("event.term_months", "12"),
+        ("event.annual_rate", "0.30"),
+        ("event.fees", "600"),
+        ("event.repayment_method", "interest_only"),
+    ];
+    let variants: Vec<Vec<(&str, &str)>> = vec![
+        base.to_vec(),
+        base.iter().map(|&(k, v)| if k == "event.amount" { (k, "10001") } else { (k, v) }).collect(),
+        base.iter().map(|&(k, v)| if k == "event.term_months" { (k, "13") } else { (k, v) }).collect(),
+        base.iter().map(|&(k, v)| if k == "event.annual_rate" { (k, "0.31") } else { (k, v) }).collect(),
+        base.iter().map(|&(k, v)| if k == "event.fees" { (k, "601") } else { (k, v) }).collect(),
+        base.iter()
+            .map(|&(k, v)| if k == "event.repayment_method" { (k, "equal_installment") } else { (k, v) })
+            .collect(),
+    ];
+    let expected: Vec<ExprValue> = variants
+        .iter()
+        .map(|v| {
+            let num = |name: &str| v.iter().find(|(k, _)| *k == name).unwrap().1.parse::<f64>().unwrap();
+            let method = RepaymentMethod::parse(v[4].1).unwrap();
+            let a =
+                apr(num("event.amount"), num("event.term_months"), num("event.annual_rate"), num("event.fees"), method);
+            ExprValue::Num(a.unwrap())
+        })
+        .collect();
+    for (i, e1) in expected.iter().enumerate() {
+        for (j, e2) in expected.iter().enumerate() {
+            if i != j {
+                assert_ne!(e1, e2, "variants {i} and {j} differ");
+            }
+        }
+    }
+    for round in 0..3 {
+        for (i, v) in variants.iter().enumerate().rev() {
+            assert_eq!(e.evaluate(&app(v)), expected[i], "round {round}, variant {i}");
+            assert_eq!(e.evaluate(&app(v)), expected[i], "round {round}, variant {i} again");
+        }
+    }
+}
