@@ -20,10 +20,12 @@ COPY features ./features
 COPY rules ./rules
 COPY models ./models
 USER riskd
-# Metrics and health endpoints.
+# Metrics and health endpoints, reachable by probes and Prometheus on the
+# pod network; the admin endpoints (/status, /admin/reload) need the token.
 EXPOSE 9464
 ENV RISKD_HTTP_LISTEN=0.0.0.0:9464
-# Mount the key file (never bake it into the image) and point at it:
+# Mount the key file and the admin token (never bake them into the image) and point at them:
 #   -v /secure/keys.toml:/run/secrets/riskd-keys.toml -e RISKD_PII_KEY_FILE=/run/secrets/riskd-keys.toml
+#   -v /secure/admin-token:/run/secrets/riskd-admin-token -e RISKD_HTTP_ADMIN_TOKEN_FILE=/run/secrets/riskd-admin-token
 ENTRYPOINT ["riskd"]
 CMD ["serve"]

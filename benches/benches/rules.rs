@@ -104,5 +104,18 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The APR solver alone (it runs per application in `apr()` rules): a
+/// 24-month offer with fees (Newton iterations) and without (exact, no
+/// solve).
+fn apr(c: &mut Criterion) {
+    use riskd_core::event::RepaymentMethod::{EqualInstallment, InterestOnly};
+    use riskd_rules::apr::apr;
+    let offer = |fees: f64, m| apr(std::hint::black_box(13_700.0), 24.0, 0.342, std::hint::black_box(fees), m);
+    assert!(offer(128.31, EqualInstallment).is_some_and(|v| v > 0.342));
+    c.bench_function("rules/apr_equal_installment_with_fees", |b| b.iter(|| offer(128.31, EqualInstallment)));
+    c.bench_function("rules/apr_interest_only_with_fees", |b| b.iter(|| offer(128.31, InterestOnly)));
+    c.bench_function("rules/apr_no_fees", |b| b.iter(|| offer(0.0, EqualInstallment)));
+}
+
+criterion_group!(benches, bench, apr);
 criterion_main!(benches);

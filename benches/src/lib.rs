@@ -57,7 +57,7 @@ pub fn pipeline(deployment: &Arc<Deployment>) -> Pipeline {
 }
 
 pub fn decoder() -> riskd_core::Decoder {
-    riskd_core::Decoder::new(Limits { max_event_bytes: engine_config().max_event_bytes }, keys())
+    riskd_core::Decoder::new(Limits { max_event_bytes: engine_config().max_event_bytes, ..Limits::default() }, keys())
 }
 
 /// A generated workload: `events` lines over `users` borrowers and 30 days

@@ -245,16 +245,52 @@ impl DecodeError {
     }
 }
 
-/// Size limits applied before any parsing.
+/// Limits on hostile input. Both are reported as `oversize`.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Checked before any parsing.
     pub max_event_bytes: usize,
+    /// How deeply objects and arrays may nest (the contract needs 2: the
+    /// envelope and `entities` / `payload`). Checked only when the typed
+    /// decode fails, which every deeper input does, so valid events never
+    /// pay for the scan; it keeps the slow, precise classification (which
+    /// builds a tree of the input) away from deeply nested input.
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_event_bytes: 64 * 1024 }
+        Limits { max_event_bytes: 64 * 1024, max_depth: 32 }
     }
+}
+
+/// Whether objects and arrays in `text` nest deeper than `max` (strings and
+/// their escapes skipped). One pass, no allocation.
+fn nests_deeper_than(text: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[derive(Deserialize)]
@@ -354,14 +390,28 @@ impl Decoder {
         })?;
         let raw: RawEnvelope<'_> = match serde_json::from_str(text) {
             Ok(raw) => raw,
-            Err(_) => return Err(classify_envelope(text)),
+            Err(_) => return Err(self.too_deep(text).unwrap_or_else(|| classify_envelope(text))),
         };
         let id_hint = valid_event_id(&raw.event_id).then(|| raw.event_id.to_string());
         let kind_hint = EventKind::parse(&raw.event_type);
-        self.build(raw).map_err(|mut e| {
+        self.build(raw).map_err(|e| {
+            // The envelope pass captures the payload raw, without parsing
+            // it; a deeply nested payload fails the typed pass at its first
+            // bracket and is reported here.
+            let mut e = self.too_deep(text).unwrap_or(e);
             e.event_id = e.event_id.or(id_hint);
             e.event_type = e.event_type.or(kind_hint);
             e
+        })
+    }
+
+    fn too_deep(&self, text: &str) -> Option<DecodeError> {
+        nests_deeper_than(text, self.limits.max_depth).then(|| {
+            DecodeError::new(
+                RejectReason::Oversize,
+                None,
+                format!("objects and arrays nest deeper than the limit of {} levels", self.limits.max_depth),
+            )
         })
     }
 

@@ -258,6 +258,31 @@ mod tests {
     }
 
     #[test]
+    fn altered_nonce_or_key_id_is_rejected() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let r = ring("k1");
+        let sealed = r.seal(b"secret payload");
+        let mut nonce = b64.decode(&sealed.nonce).unwrap();
+        nonce[11] ^= 0x80;
+        let moved = Sealed { nonce: b64.encode(nonce), ..sealed.clone() };
+        assert!(matches!(r.open(&moved), Err(PiiError::Tampered)));
+        let unknown = Sealed { key_id: "k7".into(), ..sealed.clone() };
+        assert!(matches!(r.open(&unknown), Err(PiiError::UnknownKey(id)) if id == "k7"));
+        // Relabelled to another key of the ring: authentication fails.
+        let two = format!(
+            "hmac_key = \"{}\"\nprimary = \"k1\"\n[encryption_keys]\nk1 = \"{}\"\nk2 = \"{}\"\n",
+            "ab".repeat(32),
+            "cd".repeat(32),
+            "ef".repeat(32)
+        );
+        let r2 = KeyRing::from_toml(&two, "test").unwrap();
+        let sealed = r2.seal(b"secret payload");
+        assert_eq!(r2.open(&sealed).unwrap(), b"secret payload");
+        let relabelled = Sealed { key_id: "k2".into(), ..sealed };
+        assert!(matches!(r2.open(&relabelled), Err(PiiError::Tampered)));
+    }
+
+    #[test]
     fn bad_key_file_is_refused_with_reason() {
         let err = KeyRing::from_toml("hmac_key = \"zz\"\nprimary=\"a\"\n[encryption_keys]\n", "f.toml")
             .unwrap_err()

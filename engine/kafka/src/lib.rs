@@ -9,7 +9,8 @@
 //! can repeat decisions (with the same decision id) but never lose one.
 //!
 //! [`admin`] creates topics explicitly (the local broker does not
-//! auto-create) and [`ops`] serves `/metrics`, `/healthz` and `/readyz`.
+//! auto-create) and [`ops`] serves `/metrics`, `/healthz` and `/readyz`, and
+//! the token-guarded admin endpoints `/status` and `POST /admin/reload`.
 //! [`loadtest`] measures the engine end to end through a broker against a
 //! pass-through on the same broker.
 

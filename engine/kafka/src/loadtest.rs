@@ -359,6 +359,8 @@ impl WorkerProcess {
             .env("RISKD_KAFKA_DEAD_LETTER_TOPIC", &lane.topics.dead)
             .env("RISKD_KAFKA_GROUP_ID", &lane.topics.group)
             .env("RISKD_PII_KEY_FILE", &spec.key_file)
+            // Every run starts from empty feature state: no checkpoints.
+            .env("RISKD_ENGINE_STATE_DIR", "")
             .env("RISKD_HTTP_LISTEN", http)
             .env("RISKD_LOG", std::env::var("RISKD_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())

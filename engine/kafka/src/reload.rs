@@ -1,6 +1,6 @@
 //! Hot reload of the rule set and of the models while serving. The rules
-//! directory and the model directories are polled for changes (and SIGHUP
-//! forces a reload of both).
+//! directory and the model directories are polled for changes (SIGHUP
+//! forces a reload of both; `POST /admin/reload` one of the rules).
 //!
 //! - A rules change is compiled and its analyst tests run.
 //! - A models change is loaded and validated beside the models in force:
@@ -62,6 +62,17 @@ pub struct ReloadStatus {
 }
 
 pub type SharedStatus = Arc<Mutex<ReloadStatus>>;
+
+/// Asks the watcher for a reload now (what SIGHUP does); the reply is the
+/// reload status once it is done.
+pub type ReloadRequests = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadStatus>>;
+/// The watcher's end of [`ReloadRequests`].
+pub type ReloadInbox = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<ReloadStatus>>;
+
+/// A request channel for [`watch`]; a few requests may wait.
+pub fn reload_channel() -> (ReloadRequests, ReloadInbox) {
+    tokio::sync::mpsc::channel(4)
+}
 
 /// Reload status of rules and of models, for `/status`.
 #[derive(Clone, Debug, Default)]
@@ -169,9 +180,10 @@ pub async fn watch_rules(
     deployment: Arc<Deployment>,
     interval: Option<Duration>,
     status: SharedStatus,
+    requests: ReloadInbox,
     shutdown: impl Future<Output = ()>,
 ) {
-    watch(deployment, Watched::Rules, interval, status, shutdown).await
+    watch(deployment, Watched::Rules, interval, status, Some(requests), shutdown).await
 }
 
 /// Watches the rules directory or the model directories every `interval`
@@ -181,6 +193,7 @@ pub async fn watch(
     what: Watched,
     interval: Option<Duration>,
     status: SharedStatus,
+    mut requests: Option<ReloadInbox>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut seen = what.fingerprint(&deployment);
@@ -212,6 +225,18 @@ pub async fn watch(
             _ = hangup => {
                 seen = what.fingerprint(&deployment);
                 reload(&deployment, what, "SIGHUP", &status);
+            }
+            Some(reply) = async {
+                match &mut requests {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                seen = what.fingerprint(&deployment);
+                reload(&deployment, what, "admin endpoint", &status);
+                let now = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                // The requester may have given up waiting; nothing to do then.
+                let _ = reply.send(now);
             }
             _ = tick => {
                 let now = what.fingerprint(&deployment);
@@ -262,6 +287,7 @@ mod tests {
             Watched::Models,
             Some(Duration::from_millis(20)),
             statuses.models.clone(),
+            None,
             async {
                 let _ = stopped.await;
             },

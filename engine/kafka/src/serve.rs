@@ -29,7 +29,7 @@ pub enum ServeError {
     Kafka(#[from] KafkaError),
     #[error("output to `{topic}` was not acknowledged: {message}; stopping without committing past it")]
     Delivery { topic: String, message: String },
-    #[error("checkpoint: {0}")]
+    #[error("cannot start from the feature-state checkpoint")]
     Checkpoint(#[from] CheckpointError),
 }
 
@@ -97,7 +97,7 @@ fn restore(
             tracing::info!(path = %store.path().display(), "no checkpoint yet: starting with empty feature state");
             return Ok(BTreeMap::new());
         }
-        Err(CheckpointError::State { source: riskd_features::SnapshotError::FeatureSetChanged { .. }, .. }) => {
+        Err(CheckpointError::State { cause: riskd_features::SnapshotError::FeatureSetChanged { .. }, .. }) => {
             tracing::warn!(
                 path = %store.path().display(),
                 "the checkpoint belongs to another feature set: starting with empty feature state from the committed offsets; windowed features fill up again over their window"

@@ -75,8 +75,8 @@ pub enum CheckpointError {
         "{path}: not a checkpoint file, or a damaged one ({what}); move it aside to start with empty feature state"
     )]
     Damaged { path: String, what: String },
-    #[error("{path}: {source}")]
-    State { path: String, source: SnapshotError },
+    #[error("{path}: {cause}; move the file aside to start with empty feature state")]
+    State { path: String, cause: SnapshotError },
 }
 
 /// The checkpoint file of one engine.
@@ -166,7 +166,7 @@ impl CheckpointStore {
         let meta: CheckpointMeta = serde_json::from_slice(meta_bytes).map_err(|e| damaged(&e.to_string()))?;
         let mut state = &body[16 + meta_len..];
         let engine = FeatureEngine::restore(set, hash_key, &mut state)
-            .map_err(|source| CheckpointError::State { path: shown.clone(), source })?;
+            .map_err(|cause| CheckpointError::State { path: shown.clone(), cause })?;
         Ok(Some((meta, engine)))
     }
 }

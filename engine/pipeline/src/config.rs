@@ -85,8 +85,15 @@ pub struct KafkaConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address of `/metrics`, `/healthz` and `/readyz`. Empty disables it.
+    /// Address of the ops endpoints (`/metrics`, `/healthz`, `/readyz`, and
+    /// the admin endpoints `/status`, `/admin/reload`). Loopback by default;
+    /// empty disables it.
     pub listen: String,
+    /// File holding the bearer token the admin endpoints require (see
+    /// docs/security.md). Keep it apart from the config, like the key file.
+    /// The `RISKD_ADMIN_TOKEN` variable, when set, holds the token itself
+    /// and wins. No token: the admin endpoints are off.
+    pub admin_token_file: PathBuf,
 }
 
 impl Default for Config {
@@ -142,7 +149,7 @@ impl Default for KafkaConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9464".into() }
+        HttpConfig { listen: "127.0.0.1:9464".into(), admin_token_file: ".riskd/admin-token".into() }
     }
 }
 
@@ -159,8 +166,10 @@ pub enum ConfigError {
 }
 
 /// `RISKD_*` variables that are not config keys: the config path itself, the
-/// log filter, and the setup script's tool locations.
-pub const NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TANSU", "TOOLS_ROOT", "TANSU_VERSION"];
+/// log filter, the admin token (a secret, kept out of the config), the
+/// setup script's tool locations, and the fuzzing time of scripts/test.sh.
+pub const NOT_CONFIG: &[&str] =
+    &["CONFIG", "LOG", "ADMIN_TOKEN", "TANSU", "TOOLS_ROOT", "TANSU_VERSION", "FUZZ_SECONDS"];
 
 impl Config {
     /// Reads the file (if given), applies `RISKD_*` overrides from `env`,

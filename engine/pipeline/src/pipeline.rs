@@ -206,7 +206,7 @@ impl Pipeline {
         let features = FeatureEngine::new(deployment.features.clone(), state_key(&keys));
         Ok(Pipeline {
             intake: Intake {
-                decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes }, keys),
+                decoder: Decoder::new(Limits { max_event_bytes: cfg.max_event_bytes, ..Limits::default() }, keys),
                 features,
                 metrics: IntakeMetrics::new(),
                 updated: 0,

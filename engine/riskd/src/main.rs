@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use riskd_core::KeyRing;
+use riskd_kafka::ops::{AdminToken, ADMIN_TOKEN_ENV};
 use riskd_pipeline::{Config, Deployment, Pipeline};
 
 #[derive(Parser)]
@@ -125,6 +126,11 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a new random admin token for the admin endpoints (refuses to overwrite).
+    AdminToken {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -194,6 +200,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_private(&out, &KeyRing::generate_file("k1"))?;
             eprintln!("wrote {} (keep it apart from the config, readable only by the engine)", out.display());
         }
+        Command::Keys { command: KeysCommand::AdminToken { out } } => {
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite an admin token", out.display());
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private(&out, &format!("{}\n", AdminToken::generate()))?;
+            eprintln!("wrote {} (point http.admin_token_file at it; give the token only to operators)", out.display());
+        }
         Command::Check => {
             let cfg = load_config(&cli.config)?;
             let keys = cfg.pii.key_file.exists().then(|| KeyRing::load(&cfg.pii.key_file)).transpose()?;
@@ -225,8 +241,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
             })?);
             let state_key = riskd_pipeline::pipeline::state_key(&keys);
-            let decoder =
-                riskd_core::Decoder::new(riskd_core::Limits { max_event_bytes: cfg.engine.max_event_bytes }, keys);
+            let decoder = riskd_core::Decoder::new(
+                riskd_core::Limits { max_event_bytes: cfg.engine.max_event_bytes, ..riskd_core::Limits::default() },
+                keys,
+            );
             let recorded =
                 riskd_pipeline::replay::Recorded::read(riskd_pipeline::replay::open_input(&input)?)?.into_file_order();
             let ex = riskd_pipeline::explain::explain(set, &decoder, state_key, || recorded.iter(), &event_id)?;
@@ -377,24 +395,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let pipeline = Pipeline::new(dep.clone(), keys, &cfg.engine)?;
             let rt = tokio::runtime::Runtime::new()?;
+            let env_token = std::env::var(ADMIN_TOKEN_ENV).ok();
+            let token = AdminToken::resolve(env_token.as_deref(), &cfg.http.admin_token_file)?;
             rt.block_on(async {
                 let ready = Arc::new(AtomicBool::new(false));
                 let status = riskd_kafka::reload::Statuses::default();
+                let (reload_requests, reload_inbox) = riskd_kafka::reload::reload_channel();
                 if let Some(handle) = metrics {
                     let addr = cfg.http.listen.parse()?;
                     let (d, st) = (dep.clone(), status.clone());
                     let status_fn: riskd_kafka::ops::StatusFn =
                         Arc::new(move || riskd_kafka::reload::status_json(&d, &st));
-                    let bound =
-                        riskd_kafka::ops::serve_http(addr, handle, ready.clone(), status_fn, shutdown_signal()).await?;
-                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz /status");
+                    if token.is_none() {
+                        tracing::warn!(
+                            token_file = %cfg.http.admin_token_file.display(),
+                            "no admin token configured: /status and /admin/reload are off"
+                        );
+                    }
+                    let admin = riskd_kafka::ops::Admin { token, reload: Some(reload_requests) };
+                    let bound = riskd_kafka::ops::serve_http(addr, handle, ready.clone(), status_fn, admin, shutdown_signal())
+                        .await?;
+                    tracing::info!(%bound, "ops endpoints: /metrics /healthz /readyz; admin: /status, POST /admin/reload");
                 }
                 use riskd_kafka::reload::{watch, Watched};
                 let every = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
                 let (rules_every, models_every) =
                     (every(cfg.engine.rules_reload_interval_ms), every(cfg.engine.models_reload_interval_ms));
-                tokio::spawn(watch(dep.clone(), Watched::Rules, rules_every, status.rules, shutdown_signal()));
-                tokio::spawn(watch(dep, Watched::Models, models_every, status.models, shutdown_signal()));
+                tokio::spawn(watch(dep.clone(), Watched::Rules, rules_every, status.rules, Some(reload_inbox), shutdown_signal()));
+                tokio::spawn(watch(dep, Watched::Models, models_every, status.models, None, shutdown_signal()));
                 let checkpoints =
                     (!cfg.engine.state_dir.as_os_str().is_empty()).then(|| riskd_kafka::serve::Checkpointing {
                         store: riskd_pipeline::CheckpointStore::new(&cfg.engine.state_dir),

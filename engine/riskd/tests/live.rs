@@ -47,6 +47,7 @@ impl Setup {
             .env("RISKD_KAFKA_DEAD_LETTER_TOPIC", &self.dead)
             .env("RISKD_KAFKA_GROUP_ID", &self.group)
             .env("RISKD_ENGINE_STATE_DIR", self.dir.path().join("state"))
+            .env("RISKD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RISKD_LOG", "warn");
         c
     }
@@ -106,10 +107,20 @@ fn user_key(line: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// The admin token the engines under test are given (RISKD_ADMIN_TOKEN).
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123456789abcdef";
+
+/// GET with the admin token (open endpoints ignore it).
 fn http_get(addr: &str, path: &str) -> String {
+    http_request(addr, &format!("GET {path}"), Some(ADMIN_TOKEN))
+}
+
+/// `request` is the method and path, e.g. `POST /admin/reload`.
+fn http_request(addr: &str, request: &str, token: Option<&str>) -> String {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).expect("connect ops port");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{request} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
@@ -146,6 +157,8 @@ async fn serve_decides_every_input_once_and_matches_replay() {
     let metrics = http_get(&http, "/metrics");
     let health = http_get(&http, "/healthz");
     let ready = http_get(&http, "/readyz");
+    let admin = http_get(&http, "/status");
+    let anonymous = http_request(&http, "GET /status", None);
     let status = sigterm(&mut serve);
     assert!(status.success(), "serve should exit 0 on SIGTERM, got {status}");
 
@@ -214,6 +227,8 @@ async fn serve_decides_every_input_once_and_matches_replay() {
     // Operations surface.
     assert!(health.contains("200 OK") && health.ends_with("ok\n"), "{health}");
     assert!(ready.contains("200 OK"), "{ready}");
+    assert!(admin.contains("200 OK") && admin.contains("\"rule_set\""), "{admin}");
+    assert!(anonymous.contains("401 Unauthorized"), "/status needs the admin token: {anonymous}");
     assert!(metrics.contains("risk_events_total{event_type=\"loan_application\"}"), "{metrics}");
     assert!(metrics.contains("risk_dead_letters_total{reason=\"bad_json\"} 1"), "{metrics}");
     assert!(metrics.contains("risk_stage_latency_seconds_bucket{stage=\"features\""), "{metrics}");

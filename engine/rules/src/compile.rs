@@ -7,7 +7,7 @@ use riskd_core::fields::kinds_text;
 use riskd_core::Action;
 
 use crate::diag::{AuthorError, Severity};
-use crate::eval::{BoolExpr, IpExpr, NoValues, NumExpr, StrExpr, Typed};
+use crate::eval::{AprArgs, BoolExpr, IpExpr, NoValues, NumExpr, StrExpr, Typed};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum CompileError {
@@ -167,6 +167,13 @@ impl NumExpr {
             NumExpr::Arith(_, a, b) => a.reads_values() || b.reads_values(),
             NumExpr::Min(xs) | NumExpr::Max(xs) | NumExpr::Coalesce(xs) => xs.iter().any(NumExpr::reads_values),
             NumExpr::Len(s) => s.reads_values(),
+            NumExpr::Apr(a) => {
+                a.amount.reads_values()
+                    || a.term_months.reads_values()
+                    || a.annual_rate.reads_values()
+                    || a.fees.reads_values()
+                    || a.method.reads_values()
+            }
         }
     }
 
@@ -184,6 +191,16 @@ impl NumExpr {
                 NumExpr::Coalesce(fold_coalesce(xs, NumExpr::fold, |x| matches!(x, NumExpr::Const(Some(_)))))
             }
             NumExpr::Len(s) => NumExpr::Len(Box::new(s.fold())),
+            NumExpr::Apr(a) => {
+                let a = *a;
+                NumExpr::Apr(Box::new(AprArgs {
+                    amount: a.amount.fold(),
+                    term_months: a.term_months.fold(),
+                    annual_rate: a.annual_rate.fold(),
+                    fees: a.fees.fold(),
+                    method: a.method.fold(),
+                }))
+            }
             other => other,
         }
     }

@@ -131,6 +131,8 @@ pub(crate) enum ConfigError {
     NoStages,
     #[error("stage `{0}` has no rule files")]
     NoFiles(String),
+    #[error("constant name `{0}` may only hold letters, digits and `_`")]
+    BadConstant(String),
 }
 
 impl AuthorError for ConfigError {
@@ -144,7 +146,7 @@ impl AuthorError for ConfigError {
             ConfigError::BadMode(_) => "E-BAD-MODE",
             ConfigError::BadAction(_) => "E-BAD-ACTION",
             ConfigError::BadReason(_) => "E-BAD-REASON",
-            ConfigError::BadId(_) => "E-BAD-ID",
+            ConfigError::BadId(_) | ConfigError::BadConstant(_) => "E-BAD-ID",
             ConfigError::BadSeverity(_) => "E-BAD-SEVERITY",
             ConfigError::UnknownEvent { .. } | ConfigError::NoEvents => "E-UNKNOWN-EVENT",
             ConfigError::Outcome { .. } | ConfigError::BothOutcomes | ConfigError::BadScore(_) => "E-BAD-OUTCOME",

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use riskd_core::event::EventKind;
+use riskd_core::event::{EventKind, RepaymentMethod};
 use riskd_core::Value;
 
 use crate::lists::{CidrSet, NumSet, StrSet};
@@ -178,6 +178,47 @@ pub(crate) enum NumExpr {
     Max(Box<[NumExpr]>),
     Coalesce(Box<[NumExpr]>),
     Len(Box<StrExpr>),
+    Apr(Box<AprArgs>),
+}
+
+/// The arguments of `apr(amount, term_months, annual_rate, fees, method)`.
+#[derive(Debug)]
+pub(crate) struct AprArgs {
+    pub amount: NumExpr,
+    pub term_months: NumExpr,
+    pub annual_rate: NumExpr,
+    pub fees: NumExpr,
+    pub method: StrExpr,
+}
+
+impl AprArgs {
+    #[inline]
+    fn eval<S: Source>(&self, src: &S) -> Option<f64> {
+        let method = self.method.eval(src)?;
+        // Compared through the case view: no string is built per event.
+        let method = RepaymentMethod::ALL.iter().copied().find(|m| method.eq_str(m.as_str()))?;
+        let args =
+            [self.amount.eval(src)?, self.term_months.eval(src)?, self.annual_rate.eval(src)?, self.fees.eval(src)?];
+        let key = (args.map(f64::to_bits), method);
+        // Several rules (a reject cap, a review cap, ...) ask for the APR of
+        // the same offer; the solve (a few hundred ns) is done once per
+        // offer and thread. The key is every input, so a hit is exact.
+        if let Some((k, v)) = LAST_APR.get() {
+            if k == key {
+                return v;
+            }
+        }
+        let v = crate::apr::apr(args[0], args[1], args[2], args[3], method);
+        LAST_APR.set(Some((key, v)));
+        v
+    }
+}
+
+type AprKey = ([u64; 4], RepaymentMethod);
+
+thread_local! {
+    /// The last APR computed on this thread, with its inputs.
+    static LAST_APR: std::cell::Cell<Option<(AprKey, Option<f64>)>> = const { std::cell::Cell::new(None) };
 }
 
 #[derive(Debug)]
@@ -252,6 +293,7 @@ impl NumExpr {
             NumExpr::Max(xs) => fold_all(xs, src, f64::max),
             NumExpr::Coalesce(xs) => xs.iter().find_map(|x| x.eval(src)),
             NumExpr::Len(s) => s.eval(src).map(|s| s.char_len() as f64),
+            NumExpr::Apr(args) => args.eval(src),
         }
     }
 }

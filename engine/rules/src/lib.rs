@@ -21,6 +21,7 @@
 //!
 //! Analyst tests (`rules/tests/*.toml`) run through [`run_tests`].
 
+pub mod apr;
 mod compile;
 mod config;
 mod diag;

@@ -85,7 +85,16 @@ pub(crate) enum ParseError {
     Trailing { found: String, name_follows: bool },
     #[error("`(` is never closed")]
     Unclosed,
+    #[error("the condition nests or chains operators more than {MAX_DEPTH} levels deep")]
+    TooDeep,
 }
+
+/// How deeply a condition may nest (parentheses, calls, sets, `not`, `-`)
+/// plus how long its chains of `or`, `and`, `+ -`, `* / %` may be. Every
+/// later stage walks the tree recursively, so its depth must be bounded for
+/// any text an author (or an attacker with write access to a rules file)
+/// can write; real conditions stay far below this.
+pub(crate) const MAX_DEPTH: usize = 128;
 
 impl AuthorError for ParseError {
     fn code(&self) -> &'static str {
@@ -98,6 +107,9 @@ impl AuthorError for ParseError {
                 Some("is an operator (`and`, `or`, `==`, ...) missing before it?".into())
             }
             ParseError::Empty => Some("write a condition, or `true` for a rule that always fires".into()),
+            ParseError::TooDeep => {
+                Some("split the condition into several rules, or test many values at once with `in [...]`".into())
+            }
             _ => None,
         }
     }
@@ -106,7 +118,7 @@ impl AuthorError for ParseError {
 type PResult<T> = Result<T, (Span, ParseError)>;
 
 pub(crate) fn parse(tokens: &[Token]) -> PResult<Expr> {
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser { tokens, pos: 0, depth: 0 };
     if p.peek() == &Tok::Eof {
         return Err((p.span(), ParseError::Empty));
     }
@@ -128,6 +140,8 @@ pub(crate) fn parse(tokens: &[Token]) -> PResult<Expr> {
 struct Parser<'t> {
     tokens: &'t [Token],
     pos: usize,
+    /// Nesting plus chain length so far on the current path (see MAX_DEPTH).
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -158,30 +172,48 @@ impl Parser<'_> {
         (self.span(), ParseError::Expected { expected, found: self.peek().describe() })
     }
 
+    /// One level deeper; an error past [`MAX_DEPTH`].
+    fn deeper(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err((self.span(), ParseError::TooDeep));
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> PResult<Expr> {
+        self.deeper()?;
+        let base = self.depth;
         let mut left = self.and()?;
         while self.peek() == &Tok::Or {
             self.bump();
+            self.deeper()?;
             let right = self.and()?;
             left = binary(BinOp::Or, left, right);
         }
+        self.depth = base - 1;
         Ok(left)
     }
 
     fn and(&mut self) -> PResult<Expr> {
+        let base = self.depth;
         let mut left = self.not()?;
         while self.peek() == &Tok::And {
             self.bump();
+            self.deeper()?;
             let right = self.not()?;
             left = binary(BinOp::And, left, right);
         }
+        self.depth = base;
         Ok(left)
     }
 
     fn not(&mut self) -> PResult<Expr> {
         if self.peek() == &Tok::Not {
             let start = self.bump().span.start;
+            self.deeper()?;
             let inner = self.not()?;
+            self.depth -= 1;
             let span = start..inner.span.end;
             return Ok(Expr { kind: ExprKind::Not(Box::new(inner)), span });
         }
@@ -232,29 +264,39 @@ impl Parser<'_> {
     }
 
     fn additive(&mut self) -> PResult<Expr> {
+        let base = self.depth;
         let mut left = self.multiplicative()?;
         loop {
             let op = match self.peek() {
                 Tok::Plus => BinOp::Add,
                 Tok::Minus => BinOp::Sub,
-                _ => return Ok(left),
+                _ => {
+                    self.depth = base;
+                    return Ok(left);
+                }
             };
             self.bump();
+            self.deeper()?;
             let right = self.multiplicative()?;
             left = binary(op, left, right);
         }
     }
 
     fn multiplicative(&mut self) -> PResult<Expr> {
+        let base = self.depth;
         let mut left = self.unary()?;
         loop {
             let op = match self.peek() {
                 Tok::Star => BinOp::Mul,
                 Tok::Slash => BinOp::Div,
                 Tok::Percent => BinOp::Rem,
-                _ => return Ok(left),
+                _ => {
+                    self.depth = base;
+                    return Ok(left);
+                }
             };
             self.bump();
+            self.deeper()?;
             let right = self.unary()?;
             left = binary(op, left, right);
         }
@@ -263,7 +305,9 @@ impl Parser<'_> {
     fn unary(&mut self) -> PResult<Expr> {
         if self.peek() == &Tok::Minus {
             let start = self.bump().span.start;
+            self.deeper()?;
             let inner = self.unary()?;
+            self.depth -= 1;
             let span = start..inner.span.end;
             return Ok(Expr { kind: ExprKind::Neg(Box::new(inner)), span });
         }

@@ -10,12 +10,12 @@ use riskd_core::{Action, FieldType, Value};
 use toml::Spanned;
 
 use crate::compile::{check_action, CompileError};
-use crate::config::{map_span, parse_document, string_offsets, ConfigError, Fields, Item};
+use crate::config::{map_span, parse_document, string_offsets, ConfigError, Entries, Fields, Item};
 use crate::diag::{suggest, Diagnostic, Diagnostics, SourceFile, Span};
 use crate::eval::{BoolExpr, ExprValue, Typed};
 use crate::lists::{self, Lists};
 use crate::schema::{Schema, Slot, Source};
-use crate::typecheck::Checker;
+use crate::typecheck::{Checker, ConstValue, Constants};
 use crate::{lexer, parser};
 
 /// How a stage turns its rules' hits into one outcome.
@@ -89,6 +89,8 @@ pub struct RuleSet {
     warnings: Diagnostics,
     /// Every rule id with its stage and mode, disabled rules included.
     catalog: Vec<RuleInfo>,
+    /// `[constants]` of chain.toml, for expressions compiled later.
+    constants: Constants,
 }
 
 /// What a rule set holds, for tools (`riskd rules`), tests and messages.
@@ -210,7 +212,7 @@ impl RuleSet {
             text,
             None,
             &(0..text.len()),
-            &mut Checker::new(schema, &self.lists, 0),
+            &mut Checker::new(schema, &self.lists, 0).with_constants(&self.constants),
             &mut diags,
             |c, e| c.check(e),
         );
@@ -397,12 +399,13 @@ struct Loader<'a> {
     schema: &'a Schema,
     diags: Vec<Diagnostic>,
     files: Vec<SourceFile>,
+    constants: Constants,
 }
 
 impl<'a> Loader<'a> {
     fn new(dir: &'a Path, schema: &'a Schema) -> Self {
         let display_dir = dir.display().to_string().trim_end_matches('/').to_string();
-        Loader { dir, display_dir, schema, diags: Vec::new(), files: Vec::new() }
+        Loader { dir, display_dir, schema, diags: Vec::new(), files: Vec::new(), constants: Constants::new() }
     }
 
     fn display(&self, rel: &str) -> String {
@@ -445,6 +448,7 @@ impl<'a> Loader<'a> {
         self.files
             .push(SourceFile::new(self.display("chain.toml"), String::from_utf8_lossy(&chain_bytes).into_owned()));
         let stage_drafts = self.parse_chain();
+        let constants = std::mem::take(&mut self.constants);
 
         // Rule files, stage by stage. A stage's rules may read the outcome of
         // every earlier stage: `stage.<name>.action` and `stage.<name>.fired`.
@@ -465,7 +469,7 @@ impl<'a> Loader<'a> {
                 rules_hash.part(rel, &bytes);
                 let fi = self.files.len();
                 self.files.push(SourceFile::new(self.display(rel), String::from_utf8_lossy(&bytes).into_owned()));
-                rules.extend(self.parse_rule_file(fi, st.combine, &lists, &stage_schema));
+                rules.extend(self.parse_rule_file(fi, st.combine, &lists, &stage_schema, &constants));
             }
             drafts.push((si, rules));
         }
@@ -532,6 +536,7 @@ impl<'a> Loader<'a> {
             lists,
             warnings: Diagnostics(self.diags),
             catalog,
+            constants,
         })
     }
 
@@ -543,9 +548,13 @@ impl<'a> Loader<'a> {
             self.diags.extend(diags);
             return out;
         };
-        let mut top = Fields::new(src, 0..0, "chain.toml", doc, &["stage"]);
+        let mut top = Fields::new(src, 0..0, "chain.toml", doc, &["stage", "constants"]);
         let stages = top.take("stage");
+        let constants = top.opt_table("constants");
         top.finish(&mut diags);
+        if let Some((entries, _)) = constants {
+            self.constants = parse_constants(src, entries, &mut diags);
+        }
         let tables = match stages.map(|s| (s.span(), s.into_inner())) {
             Some((_, Item::Array(items))) => items,
             Some((span, other)) => {
@@ -621,6 +630,7 @@ impl<'a> Loader<'a> {
         combine: Option<Combine>,
         lists: &Lists,
         schema: &Schema,
+        constants: &Constants,
     ) -> Vec<RuleDraft> {
         let src = &self.files[fi];
         let mut diags = Vec::new();
@@ -648,7 +658,8 @@ impl<'a> Loader<'a> {
         for t in tables {
             // One rule's diagnostics in the order they appear in the file.
             let mut local = Vec::new();
-            if let Some(d) = parse_rule(src, fi, t, combine, schema, lists, &mut local) {
+            let names = Names { schema, lists, constants };
+            if let Some(d) = parse_rule(src, fi, t, combine, &names, &mut local) {
                 out.push(d);
             }
             local.sort_by_key(|d| d.span.start);
@@ -707,16 +718,52 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// `[constants]` of chain.toml: `name = value`, read in rules as
+/// `const.name`. Numbers, strings and booleans.
+fn parse_constants(src: &SourceFile, entries: Entries, diags: &mut Vec<Diagnostic>) -> Constants {
+    let mut out = Constants::new();
+    for (key, value) in entries {
+        let name = key.get_ref();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            diags.push(Diagnostic::from_error(src, key.span(), &ConfigError::BadConstant(name.clone())));
+            continue;
+        }
+        let v = match value.get_ref() {
+            Item::Int(i) => ConstValue::Num(*i as f64),
+            Item::Float(f) if f.is_finite() => ConstValue::Num(*f),
+            Item::Str(s) => ConstValue::Str(s.clone()),
+            Item::Bool(b) => ConstValue::Bool(*b),
+            other => {
+                let e = ConfigError::WrongType {
+                    key: name.clone(),
+                    expected: "a finite number, a string or a boolean",
+                    found: other.type_name(),
+                };
+                diags.push(Diagnostic::from_error(src, value.span(), &e));
+                continue;
+            }
+        };
+        out.insert(name.clone(), v);
+    }
+    out
+}
+
 const RULE_KEYS: &[&str] =
     &["id", "description", "owner", "severity", "mode", "events", "when", "action", "reason", "score"];
+
+/// What a rule's condition may refer to.
+struct Names<'a> {
+    schema: &'a Schema,
+    lists: &'a Lists,
+    constants: &'a Constants,
+}
 
 fn parse_rule(
     src: &SourceFile,
     fi: usize,
     table: Spanned<Item>,
     combine: Option<Combine>,
-    schema: &Schema,
-    lists: &Lists,
+    names: &Names<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<RuleDraft> {
     let span = table.span();
@@ -800,7 +847,7 @@ fn parse_rule(
     let (cond, when_span) = match when {
         Some((text, wspan)) => {
             let offsets = string_offsets(&src.text, &wspan, &text);
-            let mut checker = Checker::new(schema, lists, events);
+            let mut checker = Checker::new(names.schema, names.lists, events).with_constants(names.constants);
             let cond = compile_expr(src, &text, offsets.as_deref(), &wspan, &mut checker, diags, |c, e| c.condition(e))
                 .map(BoolExpr::fold);
             (cond, wspan)

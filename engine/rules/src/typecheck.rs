@@ -9,12 +9,12 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use riskd_core::event::{EventKind, KindMask};
+use riskd_core::event::{EventKind, KindMask, RepaymentMethod};
 use riskd_core::fields::kinds_text;
 use riskd_core::FieldType;
 
 use crate::diag::{did_you_mean, suggest, AuthorError, Span};
-use crate::eval::{ArithOp, BoolExpr, Case, CmpOp, IpExpr, NumExpr, StrExpr, StrTest, Typed};
+use crate::eval::{AprArgs, ArithOp, BoolExpr, Case, CmpOp, IpExpr, NumExpr, StrExpr, StrTest, Typed};
 use crate::lists::{parse_cidr, CidrSet, ListData, ListKind, Lists, NumSet, StrSet};
 use crate::parser::{BinOp, Expr, ExprKind};
 use crate::schema::Schema;
@@ -34,7 +34,23 @@ pub(crate) const FUNCTIONS: &[(&str, &str)] = &[
     ("min", "2 or more arguments"),
     ("max", "2 or more arguments"),
     ("list", "1 argument"),
+    ("apr", "no arguments, or 5: apr(amount, term_months, annual_rate, fees, repayment_method)"),
 ];
+
+/// The application's own values `apr()` reads, in argument order.
+const APR_NAMES: [&str; 5] =
+    ["event.amount", "event.term_months", "event.annual_rate", "event.fees", "event.repayment_method"];
+
+/// A named constant from `chain.toml`'s `[constants]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ConstValue {
+    Num(f64),
+    Str(String),
+    Bool(bool),
+}
+
+/// Constants by name (without the `const.` prefix).
+pub(crate) type Constants = std::collections::BTreeMap<String, ConstValue>;
 
 fn a(ty: FieldType) -> &'static str {
     match ty {
@@ -83,6 +99,10 @@ pub(crate) enum TypeError {
     BadIp(String),
     #[error("`{0}` is not an IP address or CIDR range")]
     BadCidr(String),
+    #[error("unknown repayment method `{0}`")]
+    BadMethod(String),
+    #[error("unknown constant `const.{name}`")]
+    UnknownConst { name: String, suggestion: Option<String>, known: Vec<String> },
 }
 
 impl AuthorError for TypeError {
@@ -99,7 +119,8 @@ impl AuthorError for TypeError {
             TypeError::UnknownFunction { .. } => "E-UNKNOWN-FUNCTION",
             TypeError::Arity { .. } => "E-ARITY",
             TypeError::UnknownList { .. } => "E-UNKNOWN-LIST",
-            TypeError::ListArg => "E-BAD-ARGUMENT",
+            TypeError::ListArg | TypeError::BadMethod(_) => "E-BAD-ARGUMENT",
+            TypeError::UnknownConst { .. } => "E-UNKNOWN-NAME",
             TypeError::BadSet { .. } | TypeError::SetElement | TypeError::EmptySet | TypeError::SetOutsideIn(_) => {
                 "E-BAD-SET"
             }
@@ -148,6 +169,20 @@ impl AuthorError for TypeError {
                 Some("the first line `# type: string|number|cidr` sets what a list holds".into())
             }
             TypeError::ListArg => Some("e.g. list('blacklist_devices')".into()),
+            TypeError::BadMethod(m) => {
+                let all: Vec<&str> = RepaymentMethod::ALL.iter().map(|m| m.as_str()).collect();
+                did_you_mean(suggest(m, all.iter().copied()))
+                    .or_else(|| Some(format!("repayment methods are: {}", all.join(", "))))
+            }
+            TypeError::UnknownConst { suggestion, known, .. } => {
+                did_you_mean(suggestion.as_ref().map(|s| format!("const.{s}"))).or_else(|| {
+                    Some(if known.is_empty() {
+                        "constants are set in the [constants] table of chain.toml; there are none".to_string()
+                    } else {
+                        format!("constants (in chain.toml's [constants]) are: {}", known.join(", "))
+                    })
+                })
+            }
             TypeError::SetElement => Some("to compare with a name, use `==` and `or`".into()),
             TypeError::BadIp(_) => Some("to test a range, write `entity.ip in ['10.0.0.0/8']`".into()),
             TypeError::BadCidr(_) => Some("e.g. '10.66.0.0/16', '10.1.2.3' or '2001:db8::/32'".into()),
@@ -159,6 +194,7 @@ impl AuthorError for TypeError {
 pub(crate) struct Checker<'a> {
     schema: &'a Schema,
     lists: &'a Lists,
+    constants: Option<&'a Constants>,
     /// The event kinds the rule applies to.
     events: KindMask,
     pub errors: Vec<(Span, TypeError)>,
@@ -166,7 +202,13 @@ pub(crate) struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     pub fn new(schema: &'a Schema, lists: &'a Lists, events: KindMask) -> Self {
-        Checker { schema, lists, events, errors: Vec::new() }
+        Checker { schema, lists, constants: None, events, errors: Vec::new() }
+    }
+
+    /// Makes `const.<name>` read the rule set's constants.
+    pub fn with_constants(mut self, constants: &'a Constants) -> Self {
+        self.constants = Some(constants);
+        self
     }
 
     fn err<T>(&mut self, span: &Span, e: TypeError) -> Option<T> {
@@ -206,6 +248,9 @@ impl<'a> Checker<'a> {
     }
 
     fn name(&mut self, name: &str, span: &Span) -> Option<Typed> {
+        if let Some(c) = name.strip_prefix("const.") {
+            return self.constant(c, span);
+        }
         let Some(info) = self.schema.get(name) else {
             let hint = if FUNCTIONS.iter().any(|f| f.0 == name) {
                 Some(format!("`{name}` is a function: write {name}(...)"))
@@ -233,6 +278,22 @@ impl<'a> Checker<'a> {
             FieldType::Str => Typed::Str(StrExpr::Load(slot)),
             FieldType::Ip => Typed::Ip(IpExpr::Load(slot)),
         })
+    }
+
+    /// `const.<name>`: replaced by its value at load time.
+    fn constant(&mut self, name: &str, span: &Span) -> Option<Typed> {
+        let empty = Constants::new();
+        let constants = self.constants.unwrap_or(&empty);
+        match constants.get(name) {
+            Some(ConstValue::Num(n)) => Some(Typed::Num(NumExpr::Const(Some(*n)))),
+            Some(ConstValue::Str(s)) => Some(Typed::Str(StrExpr::Const(Some(s.as_str().into())))),
+            Some(ConstValue::Bool(b)) => Some(Typed::Bool(BoolExpr::Const(Some(*b)))),
+            None => {
+                let known: Vec<String> = constants.keys().map(|k| format!("const.{k}")).collect();
+                let suggestion = suggest(name, constants.keys().map(String::as_str));
+                self.err(span, TypeError::UnknownConst { name: name.to_string(), suggestion, known })
+            }
+        }
     }
 
     fn want_num(&mut self, v: Typed, span: &Span, what: &str) -> Option<NumExpr> {
@@ -490,6 +551,7 @@ impl<'a> Checker<'a> {
         let ok_arity = match name {
             "coalesce" | "min" | "max" => args.len() >= 2,
             "starts_with" | "ends_with" | "contains" => args.len() == 2,
+            "apr" => args.is_empty() || args.len() == 5,
             _ => args.len() == 1,
         };
         if !ok_arity {
@@ -500,6 +562,8 @@ impl<'a> Checker<'a> {
         }
         let what = format!("`{name}`");
         match name {
+            "apr" if args.is_empty() => self.apr_of_event(span),
+            "apr" => self.apr(args),
             "is_missing" | "is_present" => {
                 let v = self.check(&args[0])?;
                 let test = BoolExpr::IsMissing(Box::new(v));
@@ -549,6 +613,76 @@ impl<'a> Checker<'a> {
             }
             _ => self.coalesce(args, &what),
         }
+    }
+
+    /// `apr(amount, term_months, annual_rate, fees, repayment_method)`.
+    fn apr(&mut self, args: &[Expr]) -> Option<Typed> {
+        let labels = ["amount", "term_months", "annual_rate", "fees"];
+        let mut nums = Vec::with_capacity(4);
+        for (a, label) in args[..4].iter().zip(labels) {
+            let n = self.check(a).and_then(|v| self.want_num(v, &a.span, &format!("`apr` ({label})")));
+            nums.push(n);
+        }
+        let m = &args[4];
+        let method = match &m.kind {
+            // A method written out is checked now; one read from the event
+            // is checked by the decoder, and an unknown one is missing.
+            ExprKind::Str(s) if RepaymentMethod::parse(s).is_none() => {
+                self.err(&m.span, TypeError::BadMethod(s.clone()))
+            }
+            _ => self.check(m).and_then(|v| self.want_str(v, &m.span, "`apr` (repayment_method)")),
+        };
+        let mut nums = nums.into_iter();
+        let mut next = || nums.next().flatten();
+        let (amount, term_months, annual_rate, fees) = (next(), next(), next(), next());
+        Some(Typed::Num(NumExpr::Apr(Box::new(AprArgs {
+            amount: amount?,
+            term_months: term_months?,
+            annual_rate: annual_rate?,
+            fees: fees?,
+            method: method?,
+        }))))
+    }
+
+    /// `apr()`: the APR of the application being decided, from its amount,
+    /// term, rate, fees (none stated: 0) and repayment method.
+    fn apr_of_event(&mut self, span: &Span) -> Option<Typed> {
+        let mut slots = Vec::with_capacity(APR_NAMES.len());
+        let mut kinds = riskd_core::event::ALL_KINDS;
+        for name in APR_NAMES {
+            let Some(info) = self.schema.get(name) else {
+                let hint = Some(
+                    "this rule set has no application values; write apr(amount, term_months, annual_rate, fees, repayment_method)"
+                        .to_string(),
+                );
+                return self.err(span, TypeError::UnknownName { name: name.to_string(), hint });
+            };
+            let want = if name == "event.repayment_method" { FieldType::Str } else { FieldType::Num };
+            if info.ty != want {
+                let what = format!("`apr()` reading `{name}`");
+                return self.err(span, TypeError::Expected { what, expected: want, found: info.ty });
+            }
+            kinds &= info.kinds;
+            slots.push(info.slot);
+        }
+        if kinds & self.events != self.events {
+            self.errors.push((
+                span.clone(),
+                TypeError::NotAvailable {
+                    name: "apr()".into(),
+                    missing_on: kinds_text(self.events & !kinds),
+                    suggested: self.events & kinds,
+                },
+            ));
+        }
+        let fees = NumExpr::Coalesce(Box::new([NumExpr::Load(slots[3]), NumExpr::Const(Some(0.0))]));
+        Some(Typed::Num(NumExpr::Apr(Box::new(AprArgs {
+            amount: NumExpr::Load(slots[0]),
+            term_months: NumExpr::Load(slots[1]),
+            annual_rate: NumExpr::Load(slots[2]),
+            fees,
+            method: StrExpr::Load(slots[4]),
+        }))))
     }
 
     /// `coalesce(a, b, ...)`: all arguments of the first one's type (a quoted

@@ -6,7 +6,7 @@ fn decoder() -> Decoder {
         "ab".repeat(32),
         "cd".repeat(32)
     );
-    Decoder::new(Limits { max_event_bytes: 2048 }, KeyRing::from_toml(&keys, "test").unwrap())
+    Decoder::new(Limits { max_event_bytes: 2048, max_depth: 32 }, KeyRing::from_toml(&keys, "test").unwrap())
 }
 
 const APPLICATION: &str = r#"{"schema_version":1,"event_id":"ev-1","event_type":"loan_application","event_time":"2026-11-01T08:00:00.123Z","entities":{"user_id":"u1","device_id":"d1","ip":"10.1.2.3","phone":"+991234567","id_number":"ZZ12345678","bank_card":"9900112233445566"},"payload":{"application_id":"a1","amount":5000,"term_months":12,"repayment_method":"equal_installment","purpose":"consumption","stated_monthly_income":8000}}"#;
@@ -133,4 +133,61 @@ fn every_kind_decodes() {
         let ev = decoder().decode(text.as_bytes()).unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(ev.kind.as_str(), kind);
     }
+}
+
+fn nested(n: usize) -> String {
+    format!("{}{}", "[".repeat(n), "]".repeat(n))
+}
+
+#[test]
+fn nesting_deeper_than_the_limit_is_oversize() {
+    let d = decoder();
+    // Anywhere: the whole input, a payload field, an entities field, or a
+    // bracket run that is never closed.
+    let cases = [
+        nested(33),
+        with("\"amount\":5000", &format!("\"amount\":5000,\"x\":{}", nested(31))),
+        with("\"amount\":5000", &format!("\"amount\":{}", nested(40))),
+        with("\"user_id\":\"u1\"", &format!("\"user_id\":\"u1\",\"x\":{}", nested(31))),
+        format!("{{\"a\":{}", "{\"a\":".repeat(300)),
+        "[".repeat(2000),
+    ];
+    for input in &cases {
+        let e = d.decode(input.as_bytes()).unwrap_err();
+        assert_eq!(e.reason, RejectReason::Oversize, "{e}");
+        assert_eq!(e.detail, "objects and arrays nest deeper than the limit of 32 levels");
+    }
+    // The event id is still reported when the envelope could be read.
+    let e = d.decode(cases[1].as_bytes()).unwrap_err();
+    assert_eq!((e.event_id.as_deref(), e.event_type), (Some("ev-1"), Some(EventKind::LoanApplication)));
+}
+
+#[test]
+fn nesting_within_the_limit_is_classified_as_usual() {
+    // 32 levels in all (envelope, payload, 30 brackets): not oversize, the
+    // unknown field is reported.
+    let input = with("\"amount\":5000", &format!("\"amount\":5000,\"x\":{}", nested(30)));
+    let e = decoder().decode(input.as_bytes()).unwrap_err();
+    assert_eq!((e.reason, e.field.as_deref()), (RejectReason::UnknownField, Some("payload.x")));
+    // Brackets inside strings (escaped quotes included) do not nest.
+    let brackets = format!("{}\\\"{}", "[".repeat(40), "{".repeat(40));
+    let ok = with("\"application_id\":\"a1\"", &format!("\"application_id\":\"{brackets}\""));
+    decoder().decode(ok.as_bytes()).unwrap();
+    let bad = with("\"purpose\":\"consumption\"", &format!("\"purpose\":\"{brackets}\""));
+    let e = decoder().decode(bad.as_bytes()).unwrap_err();
+    assert_eq!((e.reason, e.field.as_deref()), (RejectReason::InvalidValue, Some("payload.purpose")));
+}
+
+#[test]
+fn default_limits_survive_the_deepest_input_that_fits() {
+    let keys = format!(
+        "hmac_key = \"{}\"\nprimary = \"k1\"\n[encryption_keys]\nk1 = \"{}\"\n",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
+    let d = Decoder::new(Limits::default(), KeyRing::from_toml(&keys, "test").unwrap());
+    let deepest = nested(Limits::default().max_event_bytes / 2);
+    let e = d.decode(deepest.as_bytes()).unwrap_err();
+    assert_eq!(e.reason, RejectReason::Oversize);
+    assert!(e.detail.contains("nest deeper"), "{e}");
 }
