@@ -15,6 +15,7 @@
 //! by rescanning history, for explanations and tests.
 
 mod def;
+mod deque;
 pub mod reference;
 mod snapshot;
 mod state;

@@ -50,7 +50,7 @@ pub(crate) enum Series {
 /// `points[cursor..]`. Both are rebuilt after a restore.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Points {
-    points: VecDeque<(i64, u64)>,
+    points: crate::deque::Points,
     #[serde(skip)]
     cursor: usize,
     /// The window's lower edge when `cursor` was last moved.
@@ -68,7 +68,7 @@ fn no_edge() -> i64 {
 
 impl Default for Points {
     fn default() -> Self {
-        Points { points: VecDeque::new(), cursor: 0, lower: no_edge(), counts: None }
+        Points { points: Default::default(), cursor: 0, lower: no_edge(), counts: None }
     }
 }
 
@@ -109,7 +109,7 @@ fn decrement(c: &mut HashMap<u64, u32, BuildHasherDefault<FoldHasher>>, v: u64) 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Lifetime {
     settled: Settled,
-    recent: VecDeque<(i64, u64)>,
+    recent: crate::deque::Points,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -479,11 +479,12 @@ fn prefetch_series(series: &[Series]) {
     for s in series {
         match s {
             Series::Windowed(w) => {
-                let (a, b) = w.points.as_slices();
-                if let Some(last) = b.last().or(a.last()) {
-                    prefetch(last as *const _ as *const u8);
+                if let Some((first, last)) = w.points.heap_ptrs() {
+                    prefetch(first);
+                    if let Some(last) = last {
+                        prefetch(last);
+                    }
                 }
-                prefetch(a.as_ptr() as *const u8);
             }
             Series::Lifetime(l) => prefetch(&**l as *const Lifetime as *const u8),
         }
@@ -603,7 +604,7 @@ fn point_value(keys: (u64, u64), agg: &Aggregation, ev: &Event) -> Option<u64> {
 }
 
 /// Inserts keeping time order; equal times keep arrival order. Returns the position.
-fn insert_sorted(points: &mut VecDeque<(i64, u64)>, t: i64, v: u64) -> usize {
+fn insert_sorted(points: &mut crate::deque::Points, t: i64, v: u64) -> usize {
     if points.back().is_none_or(|&(last, _)| last <= t) {
         points.push_back((t, v));
         points.len() - 1
