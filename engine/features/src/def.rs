@@ -558,15 +558,17 @@ fn compile(
     {
         cx.err(of.span(), format!("`{agg_name}` takes no `of`"), None);
     }
-    if let (Some(agg), Some(of)) = (&agg, &raw.of) {
-        if let Aggregation::Sum(id) | Aggregation::Min(id) | Aggregation::Max(id) | Aggregation::Mean(id) = agg {
-            if !matches!(id.spec().ty, FieldType::Num | FieldType::Bool) {
-                cx.err(
-                    of.span(),
-                    format!("`{agg_name}` needs a numeric field; `{}` is a {}", of.get_ref(), id.spec().ty),
-                    None,
-                );
-            }
+    if let (
+        Some(Aggregation::Sum(id) | Aggregation::Min(id) | Aggregation::Max(id) | Aggregation::Mean(id)),
+        Some(of),
+    ) = (&agg, &raw.of)
+    {
+        if !matches!(id.spec().ty, FieldType::Num | FieldType::Bool) {
+            cx.err(
+                of.span(),
+                format!("`{agg_name}` needs a numeric field; `{}` is a {}", of.get_ref(), id.spec().ty),
+                None,
+            );
         }
     }
     let window = match (&raw.window, agg_name) {
