@@ -4,8 +4,8 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# SECONDS_PER_TARGET defaults to $RISKD_FUZZ_SECONDS, else 180. Needs the
-# nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`).
+# SECONDS_PER_TARGET defaults to $RISKD_FUZZ_SECONDS, else 180. Installs
+# cargo-fuzz when missing; uses the nightly toolchain when present.
 # Inputs the fuzzer finds interesting go to fuzz/corpus/<target> (not
 # committed); the committed seeds are fuzz/seeds/<target>. A crash leaves
 # its input in fuzz/artifacts/<target>/ and makes this script exit non-zero:
@@ -19,18 +19,29 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     echo "fuzz.sh: seconds per target must be a positive whole number, got '$seconds'" >&2
     exit 2
 fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "fuzz.sh: needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
-    exit 2
+# cargo-fuzz: installed once into the tools root (like tansu) when missing.
+tools="${RISKD_TOOLS_ROOT:-$HOME/.cache/riskd/tools}"
+export PATH="$tools/bin:$PATH"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "fuzz.sh: installing cargo-fuzz into $tools" >&2
+    cargo install cargo-fuzz --locked --root "$tools"
+fi
+# libFuzzer's instrumentation needs unstable compiler flags: the nightly
+# toolchain when there is one, else the default toolchain in bootstrap mode.
+if cargo +nightly --version >/dev/null 2>&1; then
+    fuzz=(cargo +nightly fuzz)
+else
+    export RUSTC_BOOTSTRAP=1
+    fuzz=(cargo fuzz)
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir fuzz)
+    mapfile -t targets < <("${fuzz[@]}" list --fuzz-dir fuzz)
 fi
 
 # Built into the workspace's target dir, next to everything else.
 opts=(--fuzz-dir fuzz --target-dir target/fuzz)
-cargo +nightly fuzz build "${opts[@]}"
+"${fuzz[@]}" build "${opts[@]}"
 
 failed=0
 for t in "${targets[@]}"; do
@@ -39,7 +50,7 @@ for t in "${targets[@]}"; do
     start=$(date +%s)
     status=ok
     # -rss_limit_mb: a leak or runaway allocation is a finding too.
-    if ! cargo +nightly fuzz run "${opts[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    if ! "${fuzz[@]}" run "${opts[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
         status="CRASH (see $log and fuzz/artifacts/$t/)"
         failed=1

@@ -7,8 +7,8 @@ bash scripts/setup.sh
 export RISKD_TANSU="${RISKD_TANSU:-${RISKD_TOOLS_ROOT:-$HOME/.cache/riskd/tools}/bin/tansu}"
 cargo test --workspace --locked "$@"
 
-# Fuzzing is not part of the default run (CI time limit). With
-# RISKD_FUZZ_SECONDS set, each fuzz target also runs that many seconds.
+# With RISKD_FUZZ_SECONDS set (CI sets 30), each fuzz target also runs that
+# many seconds; a crash fails the run.
 if [ -n "${RISKD_FUZZ_SECONDS:-}" ]; then
     bash scripts/fuzz.sh "$RISKD_FUZZ_SECONDS"
 fi

@@ -28,21 +28,15 @@ pub fn schema() -> &'static Schema {
         for f in FIELDS {
             add(&mut s, f.name, f.ty, f.kinds);
         }
-        for name in [
-            "device.distinct_users_24h",
-            "device.applications_1h",
-            "user.failed_logins_10m",
-            "user.applications_30d",
-            "ip24.distinct_users_24h",
-            "user.contact_changes_30d",
-            "user.device_is_emulator",
-            "user.device_is_rooted",
-            "user.max_external_applications_30d",
-        ] {
-            add(&mut s, name, FieldType::Num, ALL_KINDS);
-        }
+        // Every feature of the starter set in features/.
         let app = EventKind::LoanApplication.bit();
-        for name in ["app.amount_to_income", "model.score", "model.probability"] {
+        let set = riskd_features::FeatureSet::load(&repo().join("features"))
+            .unwrap_or_else(|e| panic!("the starter features do not load: {e:?}"));
+        for d in &set.defs {
+            let kinds = if d.entity == riskd_features::EntityKind::Event { app } else { ALL_KINDS };
+            add(&mut s, &d.name, FieldType::Num, kinds);
+        }
+        for name in ["model.score", "model.probability"] {
             add(&mut s, name, FieldType::Num, app);
         }
         s
