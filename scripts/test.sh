@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export RISKD_TANSU="${RISKD_TANSU:-${RISKD_TOOLS_ROOT:-$HOME/.cache/riskd/tools}/bin/tansu}"
+# Benches and examples must keep compiling too (tests do not build them).
+cargo check --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
 
 # With RISKD_FUZZ_SECONDS set (CI sets 30), each fuzz target also runs that

@@ -79,7 +79,7 @@ fn main() {
     }
     rows.push(Row { name: "features_update", what: "update and read every feature, stream order", h });
 
-    let mut card = Scorecard::new(dep.models[0].clone()).expect("A card");
+    let mut card = Scorecard::new(dep.models().models[0].clone()).expect("A card");
     for (name, what, reasons) in [
         ("scorecard_no_reasons", "A card, loan applications, no reason codes", 0),
         ("scorecard_3_reasons", "A card, loan applications, 3 reason codes", 3),

@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
         events.iter().filter(|e| e.kind == EventKind::LoanApplication).count(),
         dep.features.len(),
         dep.rules().rules.rule_count(),
-        dep.models.len()
+        dep.models().models.len()
     );
 
     let dec = decoder();
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
             apps.push((ev.clone(), fv.clone()));
         }
     }
-    let mut card = Scorecard::new(dep.models[0].clone()).expect("A card");
+    let mut card = Scorecard::new(dep.models().models[0].clone()).expect("A card");
     for (name, reasons) in [("stages/scorecard_no_reasons", 0), ("stages/scorecard_3_reasons", 3)] {
         c.bench_function(name, |b| {
             let mut i = 0;
