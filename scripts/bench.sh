@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole benchmark suite, then the tables in BENCHMARKS.md rewritten from
 # its results:
-#   1. criterion benches per stage (rules, stages) and the per-call latency
-#      bench (p50/p99/p99.9/max);
+#   1. criterion benches per stage (rules, stages), the per-call latency
+#      bench (p50/p99/p99.9/max) and feature state at scale (30 features,
+#      1M users);
 #   2. replay throughput on a generated stream (5 million events by default);
 #   3. the open-loop load test through a local tansu broker, engine against a
 #      pass-through, at several rates up to saturation; then again at two
@@ -19,7 +20,7 @@
 #   BENCH_TPUT_RATES rates for the load test again with throughput settings
 #                    (linger 5 ms, fetch wait 10 ms)     (default 5000,20000)
 #   BENCH_DATA       where the generated stream is kept  (default /tmp/riskd-bench)
-#   BENCH_SKIP       any of: criterion latency replay loadtest (space-separated)
+#   BENCH_SKIP       any of: criterion latency features replay loadtest (space-separated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -46,6 +47,9 @@ if ! skip criterion; then
 fi
 if ! skip latency; then
     cargo bench --locked -p riskd-benches --bench latency
+fi
+if ! skip features; then
+    cargo bench --locked -p riskd-benches --bench feature_state
 fi
 
 if ! skip replay; then

@@ -328,4 +328,24 @@ fn main() {
         entities,
         per_million
     );
+    let json = serde_json::json!({
+        "features": set.len(),
+        "users": users,
+        "entities": entities,
+        "entities_by_kind": engine.entities_by_kind().iter().map(|(k, n)| (k.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+        "populate_events": populate,
+        "populate_events_per_s": populate as f64 / populate_secs,
+        "timed_events": timed,
+        "p50_us": q(0.5),
+        "p99_us": q(0.99),
+        "p999_us": q(0.999),
+        "max_us": q(1.0),
+        "state_mib": (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
+        "mib_per_million_entities": per_million,
+    });
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
+    let _ = std::fs::create_dir_all(&out);
+    let path = out.join("feature_state.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write feature_state.json");
+    println!("wrote {}", path.display());
 }
