@@ -79,7 +79,7 @@ pub fn backtest(
 ) -> Result<Finished, BacktestError> {
     let started = Instant::now();
     let labels = match &opts.labels {
-        Some(path) => riskd_pipeline::train::read_labels(path)?,
+        Some(path) => riskd_pipeline::train::read_labels(path).map_err(|e| BacktestError::Labels(e.to_string()))?,
         None => HashMap::new(),
     };
     if !opts.input.is_file() {

@@ -33,8 +33,9 @@ pub enum BacktestError {
     Load { which: &'static str, count: usize, message: String },
     #[error("the {which} configuration's models cannot be prepared: {message}")]
     Model { which: &'static str, message: String },
+    /// The labels file cannot be read or has a bad line (the message names it, and the line).
     #[error("labels: {0}")]
-    Labels(#[from] riskd_pipeline::train::TrainError),
+    Labels(String),
     #[error("{path}: {source}")]
     Output { path: String, source: io::Error },
     #[error(transparent)]
