@@ -47,6 +47,12 @@ pub struct Options {
     /// Also write both configurations' decision records
     /// (`baseline.decisions.jsonl`, `candidate.decisions.jsonl`, timing fields zeroed).
     pub decisions: bool,
+    /// Compute model reason codes (`engine.reason_codes` of each config).
+    /// They explain a score and never change an action, a score or a rule
+    /// hit, so the report does not need them; without them an application
+    /// costs a score instead of a score plus per-input contributions. The
+    /// decision records written by `decisions` carry them only when this is set.
+    pub reason_codes: bool,
 }
 
 /// A finished backtest.
@@ -88,6 +94,8 @@ pub fn backtest(
             format!("{}: no such input file", opts.input.display()),
         )));
     }
+    let without_reasons = configs.map(|c| EngineConfig { reason_codes: 0, ..c.clone() });
+    let configs = if opts.reason_codes { configs } else { [&without_reasons[0], &without_reasons[1]] };
     let mut bt = Backtest::new(configs, keys)?;
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir).map_err(|source| BacktestError::Output { path: dir.display().to_string(), source })?;

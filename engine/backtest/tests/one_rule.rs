@@ -107,6 +107,7 @@ fn run(base: &EngineConfig, cand: &EngineConfig, out: &Path) -> Report {
         labels: Some(repo().join("replay-data/labels.csv")),
         out_dir: out.to_path_buf(),
         decisions: false,
+        reason_codes: false,
     };
     backtest([base, cand], &keys(), &opts, |_, _| {}).unwrap().report
 }
@@ -193,6 +194,7 @@ fn two_intakes_give_the_shared_intakes_decisions() {
         labels: Some(repo().join("replay-data/labels.csv")),
         out_dir: out.clone(),
         decisions: true,
+        reason_codes: true,
     };
     let report = backtest([&base, &cand], &keys(), &opts, |_, _| {}).unwrap().report;
     assert!(!report.shared_intake);

@@ -77,9 +77,14 @@ enum Command {
         /// Candidate model directory (repeat for several; replaces the baseline's list).
         #[arg(long = "candidate-model")]
         candidate_models: Vec<PathBuf>,
-        /// Also write both configurations' decision records into the output directory.
+        /// Also write both configurations' decision records into the output
+        /// directory (with model reason codes, as `replay` writes them).
         #[arg(long)]
         decisions: bool,
+        /// Compute model reason codes although the report does not use them
+        /// (they never change an action or a score; on by default with --decisions).
+        #[arg(long)]
+        reason_codes: bool,
     },
     /// Start a local broker, stream replay-data through the engine and show decisions.
     Demo(riskd_kafka::demo::DemoArgs),
@@ -384,6 +389,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             candidate_features,
             candidate_models,
             decisions,
+            reason_codes,
         } => {
             let base_cfg = match &baseline {
                 Some(path) => Config::load(Some(path), std::env::vars())?,
@@ -406,7 +412,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("note: the candidate configuration is the baseline's; nothing can change");
             }
             let keys = load_keys(&base_cfg)?;
-            let opts = riskd_backtest::Options { input, labels, out_dir, decisions };
+            let opts =
+                riskd_backtest::Options { input, labels, out_dir, decisions, reason_codes: reason_codes || decisions };
             let finished =
                 riskd_backtest::backtest([&base_cfg.engine, &cand_cfg.engine], &keys, &opts, |n, elapsed| {
                     let rate = n as f64 / elapsed.as_secs_f64().max(1e-9);

@@ -105,6 +105,15 @@ fn the_baseline_decides_as_replay_does_and_runs_are_identical() {
         assert!(a == b, "{name} differs between two runs");
     }
 
+    // Without --decisions no reason codes are computed; they never change an
+    // action, a score or a rule hit, so every table is the same.
+    let three = s.dir.path().join("three");
+    assert!(backtest(&s, &three, &[]).status.success());
+    for name in names.iter().filter(|n| !n.ends_with(".decisions.jsonl")) {
+        let (a, b) = (std::fs::read(one.join(name)).unwrap(), std::fs::read(three.join(name)).unwrap());
+        assert!(a == b, "{name} differs without reason codes");
+    }
+
     // The report is self-contained and holds no entity values.
     let html = std::fs::read_to_string(one.join("report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("<script") && !html.contains("src=") && !html.contains("href="));
