@@ -613,3 +613,105 @@ pub struct DayRow {
     /// Decisions whose action differs between the configurations (same for both rows).
     pub changed: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Decided;
+    use riskd_core::{EventKind, RejectReason};
+
+    fn rule(id: &str, mode: Mode) -> RuleInfo {
+        RuleInfo {
+            id: id.into(),
+            stage: "s".into(),
+            mode,
+            reason: "R".into(),
+            severity: 1,
+            action: Some(Action::Review),
+            score: None,
+        }
+    }
+
+    fn decided(action: Action, score: f64, hits: &[u32]) -> SideOutcome {
+        SideOutcome::Decided(Decided {
+            action,
+            score: Some(score),
+            models: vec![("m".into(), 1.0 - score / 1000.0)],
+            hits: hits.to_vec(),
+        })
+    }
+
+    fn row(n: u64, label: Option<bool>, a: SideOutcome, b: SideOutcome) -> Row {
+        Row {
+            line: n,
+            event_id: Some(format!("ev-{n}")),
+            event_type: Some(EventKind::LoanApplication),
+            event_time: Some(format!("2026-10-0{}T00:00:00.000Z", 1 + n % 2)),
+            label,
+            sides: [a, b],
+            records: [None, None],
+        }
+    }
+
+    #[test]
+    fn counts_changes_and_attributions_of_hand_made_rows() {
+        // Rules: A active, B active, S shadow (same catalog on both sides).
+        let cat = vec![rule("A", Mode::Active), rule("B", Mode::Active), rule("S", Mode::Shadow)];
+        let mut c = Collector::new([cat.clone(), cat]);
+        use Action::*;
+        // 1: unchanged approve, unlabelled.
+        assert!(c.add(&row(1, None, decided(Approve, 650.0, &[]), decided(Approve, 650.0, &[]))).is_none());
+        // 2: candidate's rule B sends a bad one to review; shadow S fires on both.
+        let ch = c.add(&row(2, Some(true), decided(Approve, 560.0, &[2]), decided(Review, 560.0, &[1, 2]))).unwrap();
+        assert_eq!((ch.baseline_action, ch.candidate_action, ch.label), ("approve", "review", "bad"));
+        assert_eq!((ch.rules_only_in_baseline.len(), ch.rules_only_in_candidate.clone()), (0, vec!["B".to_string()]));
+        // 3: a score change alone (same hits) rejects a good one.
+        let ch = c.add(&row(3, Some(false), decided(Review, 590.0, &[0]), decided(Reject, 500.0, &[0]))).unwrap();
+        assert!(ch.rules_only_in_baseline.is_empty() && ch.rules_only_in_candidate.is_empty());
+        // 4: dead-lettered by both; 5: dead-lettered by the candidate only.
+        let dead = || SideOutcome::DeadLetter(RejectReason::Oversize);
+        assert!(c.add(&row(4, None, dead(), dead())).is_none());
+        let ch = c.add(&row(5, None, decided(Approve, 700.0, &[]), dead())).unwrap();
+        assert_eq!(ch.candidate_action, "dead_letter");
+
+        let r = c.finish("in.jsonl", 3, [Versions::default(), Versions::default()], true);
+        assert_eq!(r.inputs, 5);
+        assert_eq!(r.labels.labels_without_input, 1);
+        assert_eq!((r.labels.applications_labelled, r.labels.applications_unlabelled), (2, 2));
+        let d = &r.difference;
+        assert_eq!((d.changed, d.changed_labelled, d.changed_bad), (3, 2, 1));
+        assert_eq!((d.more_severe, d.less_severe), (2, 0));
+        let swap: Vec<_> = d.swap.iter().map(|s| (s.baseline, s.candidate, s.count, s.bad, s.unlabelled)).collect();
+        assert_eq!(
+            swap,
+            vec![
+                ("approve", "approve", 1, 0, 1),
+                ("approve", "dead_letter", 1, 0, 1),
+                ("approve", "review", 1, 1, 0),
+                ("dead_letter", "dead_letter", 1, 0, 1),
+                ("review", "reject", 1, 0, 0),
+            ]
+        );
+        let top: Vec<_> = d.top_rules.iter().map(|t| (t.rule_id.as_str(), t.fired_only_in, t.changed)).collect();
+        assert_eq!(top, vec![(NO_RULE_DIFFERENCE, "neither", 2), ("B", "candidate", 1)]);
+
+        let [b, cand] = &r.configurations;
+        assert_eq!(b.decisions, 4);
+        assert_eq!(cand.decisions, 3);
+        assert_eq!(cand.dead_letters.get("oversize"), Some(&2));
+        // Baseline: approve 3 of 4 applications; the one labelled approved one is bad.
+        assert_eq!(b.approval_rate, Some(0.75));
+        assert_eq!(b.bad_rate_approved, Some(1.0));
+        assert_eq!(cand.approval_rate, Some(round6(1.0 / 3.0)));
+        assert_eq!(d.approval_rate_change, Some(round6(round6(1.0 / 3.0) - 0.75)));
+        // Rule B: one hit, labelled bad, in the candidate; lift = 1 / (1 of 2 labelled bad).
+        let rb = cand.rules.iter().find(|x| x.rule_id == "B").unwrap();
+        assert_eq!((rb.hits, rb.precision, rb.lift), (1, Some(1.0), Some(2.0)));
+        let overlap: Vec<_> = cand.overlap.iter().map(|o| (o.rule_a.as_str(), o.rule_b.as_str(), o.both)).collect();
+        assert_eq!(overlap, vec![("A", "A", 1), ("B", "B", 1), ("B", "S", 1), ("S", "S", 1)]);
+        // Two labelled rows, one bad, perfectly ranked by the probability.
+        assert_eq!(b.models[0].auc, Some(1.0));
+        assert_eq!(r.daily.len(), 4);
+        assert_eq!(r.daily.iter().map(|d| d.changed).sum::<u64>(), 2 * 3);
+    }
+}

@@ -333,3 +333,16 @@ impl ChangeWriter {
         self.jsonl.1.flush().map_err(io_at(&self.jsonl.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_quoted_only_when_needed() {
+        let mut out = Vec::new();
+        let rate: Option<f64> = None;
+        line(&mut out, &[&"plain", &"a,b", &"say \"hi\"", &7u64, &-3i64, &Some(0.25), &rate]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "plain,\"a,b\",\"say \"\"hi\"\"\",7,-3,0.25,\n");
+    }
+}
