@@ -200,7 +200,10 @@ impl Collector {
                 }
             }
             if let Some(day) = &day {
-                let e = acc.daily.entry(day.clone()).or_default();
+                if !acc.daily.contains_key(day) {
+                    acc.daily.insert(day.clone(), Day::default());
+                }
+                let Some(e) = acc.daily.get_mut(day) else { continue };
                 e.decisions += 1;
                 e.actions[d.action as usize] += 1;
                 if is_app {
@@ -219,7 +222,12 @@ impl Collector {
         }
         self.changed.add(row.label);
         if let Some(day) = &day {
-            *self.daily_changed.entry(day.clone()).or_default() += 1;
+            match self.daily_changed.get_mut(day) {
+                Some(n) => *n += 1,
+                None => {
+                    self.daily_changed.insert(day.clone(), 1);
+                }
+            }
         }
         let (mut only_base, mut only_cand) = (Vec::new(), Vec::new());
         if let (Some(x), Some(y)) = (a.decided(), b.decided()) {
