@@ -1,7 +1,8 @@
-//! A candidate differing from the baseline by one rule: the backtest's
-//! swap-in/swap-out matrix and list of changes must be exactly the
-//! decisions that rule changes, computed independently by replaying each
-//! configuration on its own (`riskd replay`'s driver) and diffing.
+//! Backtests checked against replaying each configuration on its own
+//! (`riskd replay`'s driver) and diffing the decisions: a candidate one
+//! rule apart (the swap-in/swap-out matrix and the list of changes must be
+//! exactly the decisions that rule changes), a candidate feature set (its
+//! own intake) and a candidate model.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -119,11 +120,11 @@ fn changed_csv(out: &Path) -> Vec<HashMap<String, String>> {
     lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split(',').map(str::to_string)).collect()).collect()
 }
 
-fn check_one_rule(base: &EngineConfig, cand: &EngineConfig, rule: &str, out: &Path) -> Report {
+/// The backtest's swap matrix and list of changes equal the independent diff.
+fn check_changes(base: &EngineConfig, cand: &EngineConfig, out: &Path) -> (Report, Vec<HashMap<String, String>>) {
     let (want, want_ids) = expected_changes(base, cand);
     assert!(!want.is_empty(), "the edit must change some decisions for the test to mean anything");
     let report = run(base, cand, out);
-    assert!(report.shared_intake, "same feature set: one intake feeds both");
     let got: Swaps = report
         .difference
         .swap
@@ -139,6 +140,12 @@ fn check_one_rule(base: &EngineConfig, cand: &EngineConfig, rule: &str, out: &Pa
     let rows = changed_csv(out);
     let ids: BTreeSet<String> = rows.iter().map(|r| r["event_id"].clone()).collect();
     assert_eq!(ids, want_ids);
+    (report, rows)
+}
+
+fn check_one_rule(base: &EngineConfig, cand: &EngineConfig, rule: &str, out: &Path) -> Report {
+    let (report, rows) = check_changes(base, cand, out);
+    assert!(report.shared_intake, "same feature set: one intake feeds both");
     // Only the edited rule can explain a change.
     for r in &rows {
         let named = format!("{};{}", r["rules_only_in_baseline"], r["rules_only_in_candidate"]);
@@ -213,4 +220,51 @@ fn two_intakes_give_the_shared_intakes_decisions() {
     let mut sorted = a.clone();
     sorted.sort_by(|x, y| x.event_id.cmp(&y.event_id));
     assert_eq!(sorted, alone);
+}
+
+#[test]
+fn a_candidate_feature_set_gets_its_own_intake_and_changes_what_replays_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = dir.path().join("features");
+    copy_dir(&repo().join("features"), &features);
+    let path = features.join("velocity.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Contact changes count for an hour instead of 30 days.
+    let at = text.find("name = \"user.contact_changes_30d\"").unwrap();
+    let w = at + text[at..].find("window = \"30d\"").unwrap();
+    let edited = format!("{}window = \"1h\"{}", &text[..w], &text[w + "window = \"30d\"".len()..]);
+    std::fs::write(&path, edited).unwrap();
+    let base = config(&repo().join("rules"));
+    let cand = EngineConfig { features_dir: features, ..base.clone() };
+    let (report, _) = check_changes(&base, &cand, &dir.path().join("out"));
+    assert!(!report.shared_intake, "different feature sets: one intake each");
+    let [b, c] = &report.configurations;
+    assert_ne!(b.versions.feature_set, c.versions.feature_set);
+}
+
+#[test]
+fn a_candidate_model_is_measured_and_changes_what_replays_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("a_card");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::copy(repo().join("models/a_card/manifest.toml"), model.join("manifest.toml")).unwrap();
+    let opts = riskd_pipeline::train::TrainOptions {
+        events: repo().join("replay-data/events.jsonl"),
+        labels: repo().join("replay-data/labels.csv"),
+        model_dir: model.clone(),
+        holdout: 0.2,
+        params: serde_json::json!({"num_iterations": 40, "num_leaves": 4, "learning_rate": 0.2}),
+    };
+    let features = Arc::new(riskd_features::FeatureSet::load(&repo().join("features")).unwrap());
+    riskd_pipeline::train::train(&opts, features, keys()).unwrap();
+    let base = config(&repo().join("rules"));
+    let cand = EngineConfig { models: vec![model], ..base.clone() };
+    let (report, _) = check_changes(&base, &cand, &dir.path().join("out"));
+    assert!(report.shared_intake);
+    let [b, c] = &report.configurations;
+    assert_ne!(b.versions.model, c.versions.model);
+    // Each model is measured on all 270 labelled applications.
+    assert_eq!((b.models[0].labelled, c.models[0].labelled), (270, 270));
+    assert!(b.models[0].auc.is_some() && c.models[0].auc.is_some());
+    assert_ne!(b.scores, c.scores, "another model, other scores");
 }
