@@ -414,11 +414,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let keys = load_keys(&base_cfg)?;
             let opts =
                 riskd_backtest::Options { input, labels, out_dir, decisions, reason_codes: reason_codes || decisions };
+            // On a terminal the progress line is rewritten in place; in a log, one line per report.
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let finished =
                 riskd_backtest::backtest([&base_cfg.engine, &cand_cfg.engine], &keys, &opts, |n, elapsed| {
                     let rate = n as f64 / elapsed.as_secs_f64().max(1e-9);
-                    eprintln!("backtest: {n} inputs, {rate:.0} events/s");
+                    if tty {
+                        eprint!("\rbacktest: {n} inputs, {rate:.0} events/s   ");
+                    } else {
+                        eprintln!("backtest: {n} inputs, {rate:.0} events/s");
+                    }
                 })?;
+            if tty && finished.elapsed.as_secs() >= 1 {
+                eprintln!();
+            }
             print!("{}", riskd_backtest::render_summary(&finished));
             println!("report: {}", opts.out_dir.join("report.html").display());
         }
