@@ -268,3 +268,31 @@ fn a_candidate_model_is_measured_and_changes_what_replays_change() {
     assert!(b.models[0].auc.is_some() && c.models[0].auc.is_some());
     assert_ne!(b.scores, c.scores, "another model, other scores");
 }
+
+#[test]
+fn gzip_input_gives_the_same_tables() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("events.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    enc.write_all(&std::fs::read(repo().join("replay-data/events.jsonl")).unwrap()).unwrap();
+    enc.finish().unwrap();
+    let rules = rules_with(dir.path(), "policy.toml", "when = \"model.score < 600\"", "when = \"model.score < 650\"");
+    let (base, cand) = (config(&repo().join("rules")), config(&rules));
+    let plain = run(&base, &cand, &dir.path().join("plain"));
+    let opts = Options {
+        input: gz,
+        labels: Some(repo().join("replay-data/labels.csv")),
+        out_dir: dir.path().join("gz"),
+        decisions: false,
+        reason_codes: false,
+    };
+    let zipped = backtest([&base, &cand], &keys(), &opts, |_, _| {}).unwrap().report;
+    assert_eq!(zipped.inputs, 5008);
+    assert!(zipped.difference.changed > 0);
+    assert_eq!(Report { input: plain.input.clone(), ..zipped }, plain);
+    for table in ["swap.csv", "rules.csv", "daily.csv", "changed.csv"] {
+        let read = |sub: &str| std::fs::read(dir.path().join(sub).join(table)).unwrap();
+        assert!(read("plain") == read("gz"), "{table} differs between plain and gzip input");
+    }
+}
