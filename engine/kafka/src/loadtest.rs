@@ -359,8 +359,10 @@ impl WorkerProcess {
             .env("RISKD_KAFKA_DEAD_LETTER_TOPIC", &lane.topics.dead)
             .env("RISKD_KAFKA_GROUP_ID", &lane.topics.group)
             .env("RISKD_PII_KEY_FILE", &spec.key_file)
-            // Every run starts from empty feature state: no checkpoints.
-            .env("RISKD_ENGINE_STATE_DIR", "")
+            // Each run starts from empty feature state: a checkpoint left in the
+            // configured state_dir by an earlier run was taken with another key
+            // (one is generated per run) and for other topics.
+            .env("RISKD_ENGINE_STATE_DIR", spec.key_file.with_file_name(format!("state-{}", lane.topics.group)))
             .env("RISKD_HTTP_LISTEN", http)
             .env("RISKD_LOG", std::env::var("RISKD_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())

@@ -51,6 +51,42 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         checkpoint_every: u64,
     },
+    /// Replay a labelled event file through a baseline and a candidate
+    /// configuration in one pass and report what would change.
+    Backtest {
+        /// Recorded events (JSONL, optionally .gz).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Outcome labels, `event_id,bad` (1 bad, 0 good); events without one are reported as unlabelled.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Directory for the tables (CSV), report.json and report.html.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Baseline config file. Default: the config in force (--config, else ./riskd.toml).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Candidate config file. Default: the baseline's; the --candidate-* options override it.
+        #[arg(long)]
+        candidate: Option<PathBuf>,
+        /// Candidate rules directory.
+        #[arg(long)]
+        candidate_rules: Option<PathBuf>,
+        /// Candidate features directory.
+        #[arg(long)]
+        candidate_features: Option<PathBuf>,
+        /// Candidate model directory (repeat for several; replaces the baseline's list).
+        #[arg(long = "candidate-model")]
+        candidate_models: Vec<PathBuf>,
+        /// Also write both configurations' decision records into the output
+        /// directory (with model reason codes, as `replay` writes them).
+        #[arg(long)]
+        decisions: bool,
+        /// Compute model reason codes although the report does not use them
+        /// (they never change an action or a score; on by default with --decisions).
+        #[arg(long)]
+        reason_codes: bool,
+    },
     /// Start a local broker, stream replay-data through the engine and show decisions.
     Demo(riskd_kafka::demo::DemoArgs),
     /// Open-loop load test through a broker: the engine against a pass-through, at several rates.
@@ -360,6 +396,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             eprint!("{}", summary.render());
             eprintln!("dead letters written to {}", dl_path.display());
+        }
+        Command::Backtest {
+            input,
+            labels,
+            out_dir,
+            baseline,
+            candidate,
+            candidate_rules,
+            candidate_features,
+            candidate_models,
+            decisions,
+            reason_codes,
+        } => {
+            let base_cfg = match &baseline {
+                Some(path) => Config::load(Some(path), std::env::vars())?,
+                None => load_config(&cli.config)?,
+            };
+            let mut cand_cfg = match &candidate {
+                Some(path) => Config::load(Some(path), std::env::vars())?,
+                None => base_cfg.clone(),
+            };
+            if let Some(dir) = candidate_rules {
+                cand_cfg.engine.rules_dir = dir;
+            }
+            if let Some(dir) = candidate_features {
+                cand_cfg.engine.features_dir = dir;
+            }
+            if !candidate_models.is_empty() {
+                cand_cfg.engine.models = candidate_models;
+            }
+            if cand_cfg.engine == base_cfg.engine {
+                eprintln!("note: the candidate configuration is the baseline's; nothing can change");
+            }
+            let keys = load_keys(&base_cfg)?;
+            let opts =
+                riskd_backtest::Options { input, labels, out_dir, decisions, reason_codes: reason_codes || decisions };
+            // On a terminal the progress line is rewritten in place; in a log, one line per report.
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let finished =
+                riskd_backtest::backtest([&base_cfg.engine, &cand_cfg.engine], &keys, &opts, |n, elapsed| {
+                    let rate = n as f64 / elapsed.as_secs_f64().max(1e-9);
+                    if tty {
+                        eprint!("\rbacktest: {n} inputs, {rate:.0} events/s   ");
+                    } else {
+                        eprintln!("backtest: {n} inputs, {rate:.0} events/s");
+                    }
+                })?;
+            if tty && finished.elapsed.as_secs() >= 1 {
+                eprintln!();
+            }
+            print!("{}", riskd_backtest::render_summary(&finished));
+            println!("report: {}", opts.out_dir.join("report.html").display());
         }
         Command::Train { events, labels, model_dir, holdout, params } => {
             let cfg = load_config(&cli.config)?;
