@@ -224,6 +224,29 @@ async fn serve_decides_every_input_once_and_matches_replay() {
         assert_eq!(l.without_timing(), d.without_timing());
     }
 
+    // A backtest's baseline decides these inputs exactly as serve did.
+    let report = s.dir.path().join("backtest");
+    let st = s
+        .riskd()
+        .args(["backtest", "--decisions", "--labels", "replay-data/labels.csv", "--input"])
+        .arg(&file)
+        .arg("--out-dir")
+        .arg(&report)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let baseline: Vec<Decision> = std::fs::read_to_string(report.join("baseline.decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(baseline.len(), live.len(), "the backtest decides every input serve decided");
+    for d in &baseline {
+        let l = live.get(&d.event_id).unwrap_or_else(|| panic!("no live decision for {}", d.event_id));
+        assert_eq!(l.without_timing(), d.without_timing(), "backtest baseline against serve for {}", d.event_id);
+    }
+
     // Operations surface.
     assert!(health.contains("200 OK") && health.ends_with("ok\n"), "{health}");
     assert!(ready.contains("200 OK"), "{ready}");
