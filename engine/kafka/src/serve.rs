@@ -204,6 +204,25 @@ fn acknowledge(consumer: &Input, done: Done) -> Result<(), ServeError> {
     }
 }
 
+/// What a serve checkpoint records beside the state.
+fn serve_meta(
+    pipeline: &Pipeline,
+    kafka: &KafkaConfig,
+    cluster_id: &Option<String>,
+    positions: &BTreeMap<String, i64>,
+    events: u64,
+) -> CheckpointMeta {
+    CheckpointMeta {
+        feature_set: pipeline.deployment().features.version.clone(),
+        cluster_id: cluster_id.clone(),
+        group_id: Some(kafka.group_id.clone()),
+        offsets: positions.clone(),
+        events,
+        written_at: riskd_pipeline::checkpoint::now_text(),
+        replay: None,
+    }
+}
+
 /// Encodes the state between events, then writes it off the event loop's
 /// thread. A failed write is logged and counted; serving goes on and the
 /// previous checkpoint stays in place.
@@ -320,15 +339,7 @@ pub async fn run(
             // then has an acknowledged output.
             if checkpoint_due && in_flight.is_empty() {
                 if events_in_state != checkpointed_at {
-                    let meta = CheckpointMeta {
-                        feature_set: pipeline.deployment().features.version.clone(),
-                        cluster_id: cluster_id.clone(),
-                        group_id: Some(kafka.group_id.clone()),
-                        offsets: positions.clone(),
-                        events: events_in_state,
-                        written_at: riskd_pipeline::checkpoint::now_text(),
-                        replay: None,
-                    };
+                    let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
                     write_checkpoint(&mut pipeline, ck, meta).await;
                     checkpointed_at = events_in_state;
                 }
@@ -438,15 +449,7 @@ pub async fn run(
         }
         if let (Ok(()), Some(ck)) = (&result, &checkpoints) {
             if events_in_state != checkpointed_at {
-                let meta = CheckpointMeta {
-                    feature_set: pipeline.deployment().features.version.clone(),
-                    cluster_id: cluster_id.clone(),
-                    group_id: Some(kafka.group_id.clone()),
-                    offsets: positions.clone(),
-                    events: events_in_state,
-                    written_at: riskd_pipeline::checkpoint::now_text(),
-                    replay: None,
-                };
+                let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
                 write_checkpoint(&mut pipeline, ck, meta).await;
             }
         }
