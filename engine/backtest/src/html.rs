@@ -44,7 +44,7 @@ fn legend(s: &mut String) {
 
 /// Grouped vertical bars: one group per label, one bar per configuration.
 fn bar_chart(s: &mut String, labels: &[String], values: &[[f64; 2]], as_percent: bool) {
-    let (w, h, pad, bottom) = (1000.0, 220.0, 40.0, 40.0);
+    let (w, h, pad, bottom) = (1000.0, 220.0, 56.0, 40.0);
     let max = values.iter().flat_map(|v| v.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
     let n = labels.len().max(1) as f64;
     let group = (w - pad) / n;
@@ -86,7 +86,7 @@ fn bar_chart(s: &mut String, labels: &[String], values: &[[f64; 2]], as_percent:
 
 /// One line per configuration over the days.
 fn line_chart(s: &mut String, days: &[String], series: [&[Option<f64>]; 2]) {
-    let (w, h, pad, bottom) = (1000.0, 220.0, 40.0, 40.0);
+    let (w, h, pad, bottom) = (1000.0, 220.0, 56.0, 40.0);
     let max = series.iter().flat_map(|v| v.iter().flatten().copied()).fold(0.0f64, f64::max).max(1e-9);
     let n = days.len();
     let step = if n > 1 { (w - pad - 10.0) / (n - 1) as f64 } else { 0.0 };
