@@ -409,7 +409,7 @@ impl Decider {
         self.metrics.scorecard.record(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let input = RuleInput { ev, fv: fv, score };
+        let input = RuleInput { ev, fv, score };
         rule_state.rules.evaluate(&input, &mut self.verdict);
         self.metrics.rules.record(t.elapsed().as_secs_f64());
 

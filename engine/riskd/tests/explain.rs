@@ -32,9 +32,9 @@ fn a_device_farm_application_is_explained_by_its_events() {
         .collect();
     let target = text
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event_type"] == "loan_application" && v["entities"]["device_id"] == "dev-061ceb8e3046fc2b")
-        .last()
+        .find(|v| v["event_type"] == "loan_application" && v["entities"]["device_id"] == "dev-061ceb8e3046fc2b")
         .expect("the farm device applies in replay-data");
     let id = target["event_id"].as_str().unwrap();
 
