@@ -223,39 +223,34 @@ fn serve_meta(
     }
 }
 
-/// Encodes the state between events, then writes it off the event loop's
-/// thread. A failed write is logged and counted; serving goes on and the
-/// previous checkpoint stays in place.
-async fn write_checkpoint(pipeline: &mut Pipeline, ck: &Checkpointing, meta: CheckpointMeta) {
+/// Encodes the state between events (the only pause the event loop takes).
+fn encode_checkpoint(pipeline: &mut Pipeline, meta: &CheckpointMeta) -> Vec<u8> {
     let t = Instant::now();
-    let bytes = pipeline.checkpoint(&meta);
-    let encoded = t.elapsed();
-    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode").record(encoded.as_secs_f64());
+    let bytes = pipeline.checkpoint(meta);
+    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode").record(t.elapsed().as_secs_f64());
     metrics::gauge!(metric::CHECKPOINT_BYTES).set(bytes.len() as f64);
+    bytes
+}
+
+/// Writes an encoded checkpoint on a blocking thread. A failed write is
+/// logged and counted; serving goes on and the previous checkpoint stays.
+fn store_checkpoint(ck: &Checkpointing, bytes: Vec<u8>) -> tokio::task::JoinHandle<()> {
     let store = ck.store.clone();
-    let len = bytes.len();
-    let t = Instant::now();
-    let written = tokio::task::spawn_blocking(move || store.write(&bytes)).await;
-    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "write").record(t.elapsed().as_secs_f64());
-    match written {
-        Ok(Ok(())) => {
-            metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "ok").increment(1);
-            tracing::debug!(
-                bytes = len,
-                events = meta.events,
-                encode_ms = encoded.as_millis() as u64,
-                "checkpoint written"
-            );
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let written = store.write(&bytes);
+        metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "write").record(t.elapsed().as_secs_f64());
+        match written {
+            Ok(()) => {
+                metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "ok").increment(1);
+                tracing::debug!(bytes = bytes.len(), "checkpoint written");
+            }
+            Err(e) => {
+                metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "error").increment(1);
+                tracing::error!(error = %e, "checkpoint not written; the previous one stays in place");
+            }
         }
-        Ok(Err(e)) => {
-            metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "error").increment(1);
-            tracing::error!(error = %e, "checkpoint not written; the previous one stays in place");
-        }
-        Err(e) => {
-            metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "error").increment(1);
-            tracing::error!(error = %e, "checkpoint writer failed");
-        }
-    }
+    })
 }
 
 /// Enqueues one message, waiting while the producer queue is full.
@@ -328,38 +323,53 @@ pub async fn run(
     let mut events_in_state = 0u64;
     let mut checkpointed_at = 0u64;
     let mut next_checkpoint = checkpoints.as_ref().map(|c| Instant::now() + c.interval);
-    let mut checkpoint_due = false;
+    // One timer for the next checkpoint, reset after each, not one per input.
+    let wake = tokio::time::sleep_until(next_checkpoint.unwrap_or_else(Instant::now).into());
+    tokio::pin!(wake);
+    // A checkpoint is encoded between two inputs and becomes durable once
+    // every output decided before it is acknowledged: the outputs in flight
+    // when it was taken, which `FuturesOrdered` completes first. Consumption
+    // does not pause meanwhile.
+    let mut pending: Option<(Vec<u8>, usize)> = None;
+    let mut writing: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
 
     loop {
         in_flight_gauge.set(in_flight.len() as f64);
         if let (Some(ck), Some(at)) = (&checkpoints, next_checkpoint) {
-            checkpoint_due |= Instant::now() >= at;
-            // Taken only with nothing in flight: every input in the state
-            // then has an acknowledged output.
-            if checkpoint_due && in_flight.is_empty() {
+            if pending.is_none() && Instant::now() >= at {
                 if events_in_state != checkpointed_at {
                     let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
-                    write_checkpoint(&mut pipeline, ck, meta).await;
+                    pending = Some((encode_checkpoint(&mut pipeline, &meta), in_flight.len()));
                     checkpointed_at = events_in_state;
                 }
-                checkpoint_due = false;
-                next_checkpoint = Some(Instant::now() + ck.interval);
+                let at = Instant::now() + ck.interval;
+                next_checkpoint = Some(at);
+                wake.as_mut().reset(at.into());
+            }
+            if pending.as_ref().is_some_and(|(_, before)| *before == 0) {
+                let (bytes, _) = pending.take().expect("checked");
+                if let Some(previous) = writing.take() {
+                    let _ = previous.await;
+                }
+                writing = Some(store_checkpoint(ck, bytes));
             }
         }
-        let wake = next_checkpoint.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep_until(wake.into()), if !checkpoint_due => {}
+            _ = &mut wake, if next_checkpoint.is_some() && pending.is_none() => {}
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(e) = acknowledge(&consumer, done) {
                     output_errors.increment(1);
                     result = Err(e);
                     break;
                 }
+                if let Some((_, before)) = &mut pending {
+                    *before = before.saturating_sub(1);
+                }
             }
-            msg = consumer.recv(), if in_flight.len() < kafka.max_in_flight && !checkpoint_due => {
+            msg = consumer.recv(), if in_flight.len() < kafka.max_in_flight => {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -447,10 +457,15 @@ pub async fn run(
                 tracing::warn!(error = %e, "final commit failed; the next start may repeat some decisions");
             }
         }
+        if let Some(previous) = writing.take() {
+            let _ = previous.await;
+        }
         if let (Ok(()), Some(ck)) = (&result, &checkpoints) {
-            if events_in_state != checkpointed_at {
+            // Everything is acknowledged now: the state as it stands.
+            if events_in_state != checkpointed_at || pending.is_some() {
                 let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
-                write_checkpoint(&mut pipeline, ck, meta).await;
+                let bytes = encode_checkpoint(&mut pipeline, &meta);
+                let _ = store_checkpoint(ck, bytes).await;
             }
         }
     }
