@@ -229,6 +229,10 @@ pub struct FeatureEngine {
     pub(crate) max_event_time: i64,
     pub(crate) stats: StateStats,
     scratch: HashSet<u64>,
+    /// Per event, reused: each table's entity key and slot.
+    found: Vec<(Option<u128>, Option<usize>)>,
+    /// Per table, reused: what the event contributes to each feature.
+    points: Vec<Option<u64>>,
 }
 
 /// Queue entries examined per event for expiry: bounded so no event pays
@@ -283,6 +287,8 @@ impl FeatureEngine {
             max_event_time: i64::MIN,
             stats: StateStats::default(),
             scratch: HashSet::new(),
+            found: Vec::new(),
+            points: Vec::new(),
         }
     }
 
@@ -329,54 +335,59 @@ impl FeatureEngine {
         self.max_event_time = self.max_event_time.max(ev.time_ms);
         let watermark = self.max_event_time.saturating_sub(lateness);
         let t = ev.time_ms;
-        // Keys first, and a prefetch of each entity's series, so the lookups'
-        // cache misses overlap.
-        let mut keys = [None; 16];
-        for (k, table) in keys.iter_mut().zip(&self.tables) {
-            *k = entity_key(self.keys, table.entity, ev);
-            if let Some(key) = *k {
+        // Expiry first; then every entity's key and a prefetch of its slot,
+        // then one lookup each and a prefetch of its series, so the cache
+        // misses of an event's entities overlap.
+        for table in &mut self.tables {
+            table.expire(watermark, &mut self.stats);
+        }
+        self.found.clear();
+        for table in &self.tables {
+            let key = entity_key(self.keys, table.entity, ev);
+            if let Some(key) = key {
                 table.map.prefetch(key);
             }
+            self.found.push((key, None));
         }
-        for (k, table) in keys.iter().zip(&self.tables) {
-            if let Some(e) = k.and_then(|key| table.map.get(&key)) {
-                prefetch(e.series.as_ptr() as *const u8);
+        for ((key, slot), table) in self.found.iter_mut().zip(&self.tables) {
+            *slot = key.and_then(|k| table.map.find(k));
+            if let Some(i) = *slot {
+                prefetch(table.map.at(i).series.as_ptr() as *const u8);
             }
         }
-        for (n, table) in self.tables.iter_mut().enumerate() {
-            table.expire(watermark, &mut self.stats);
-            let key = if n < keys.len() { keys[n] } else { entity_key(self.keys, table.entity, ev) };
+        for (&(key, slot), table) in self.found.iter().zip(self.tables.iter_mut()) {
             let Some(key) = key else {
                 continue;
             };
-            // Which of this table's features count the event, and with what value.
-            let mut counted: u64 = 0;
-            let mut points = [0u64; 64];
-            for (j, &i) in table.features.iter().enumerate().take(64) {
+            // What the event contributes to each of this table's features
+            // (None: it does not count there).
+            self.points.clear();
+            self.points.extend(table.features.iter().map(|&i| {
                 let def = &set.defs[i];
-                if def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev) {
-                    if let Some(v) = point_value(self.keys, &def.agg, ev) {
-                        counted |= 1 << j;
-                        points[j] = v;
+                (def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev))
+                    .then(|| point_value(self.keys, &def.agg, ev))
+                    .flatten()
+            }));
+            let counted = self.points.iter().any(Option::is_some);
+            let slot = match slot {
+                Some(i) => i,
+                None if !counted => {
+                    for &i in &table.features {
+                        let def = &set.defs[i];
+                        out.0[def.slot] = empty_value(&def.agg);
                     }
+                    continue;
                 }
-            }
-            if counted == 0 && !table.map.contains_key(&key) {
-                for &i in &table.features {
-                    let def = &set.defs[i];
-                    out.0[def.slot] = empty_value(&def.agg);
+                None => {
+                    table.make_room(set.limits.max_entities, &mut self.stats);
+                    let series = table.features.iter().map(|&i| new_series(set.defs[i].window)).collect();
+                    table.queue.push_back((t, key));
+                    table.map.insert(key, Entity { last_seen: t, queued_at: t, series })
                 }
-                continue;
-            }
-            if counted != 0 && !table.map.contains_key(&key) {
-                table.make_room(set.limits.max_entities, &mut self.stats);
-                let series = table.features.iter().map(|&i| new_series(set.defs[i].window)).collect();
-                table.map.insert(key, Entity { last_seen: t, queued_at: t, series });
-                table.queue.push_back((t, key));
-            }
-            let entity = table.map.get_mut(&key).expect("present");
+            };
+            let entity = table.map.at_mut(slot);
             prefetch_series(&entity.series);
-            if counted != 0 && t > entity.last_seen {
+            if counted && t > entity.last_seen {
                 entity.last_seen = t;
                 if t >= entity.queued_at.saturating_add(table.requeue_ms) {
                     entity.queued_at = t;
@@ -386,12 +397,13 @@ impl FeatureEngine {
             for (j, &i) in table.features.iter().enumerate() {
                 let def = &set.defs[i];
                 let s = &mut entity.series[j];
-                let counts_now = counted & (1 << j) != 0;
-                if counts_now {
+                let point = self.points[j];
+                let counts_now = point.is_some();
+                if let Some(point) = point {
                     insert(
                         s,
                         t,
-                        points[j],
+                        point,
                         &def.agg,
                         def.window,
                         watermark,
@@ -428,7 +440,8 @@ impl Table {
                 return;
             }
             self.queue.pop_front();
-            let Some(e) = self.map.get_mut(&key) else { continue };
+            let Some(slot) = self.map.find(key) else { continue };
+            let e = self.map.at_mut(slot);
             if e.queued_at != qt {
                 continue; // a newer entry for this entity is further back
             }
@@ -453,7 +466,7 @@ impl Table {
         }
         while self.map.len() >= max_entities {
             let Some((qt, key)) = self.queue.pop_front() else { return };
-            if self.map.get(&key).is_some_and(|e| e.queued_at == qt) {
+            if self.map.find(key).is_some_and(|slot| self.map.at(slot).queued_at == qt) {
                 self.map.remove(&key);
                 stats.evicted_entities += 1;
             }

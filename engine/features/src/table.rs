@@ -49,8 +49,9 @@ impl<V> KeyTable<V> {
         crate::state::prefetch(&self.vals[i] as *const Option<V> as *const u8);
     }
 
+    /// The slot holding `key`. Valid until the next insert or remove.
     #[inline]
-    fn find(&self, key: u128) -> Option<usize> {
+    pub fn find(&self, key: u128) -> Option<usize> {
         if self.keys.is_empty() {
             return None;
         }
@@ -66,16 +67,15 @@ impl<V> KeyTable<V> {
         }
     }
 
-    pub fn get(&self, key: &u128) -> Option<&V> {
-        self.find(*key).and_then(|i| self.vals[i].as_ref())
+    /// The value in a slot from [`KeyTable::find`] or [`KeyTable::insert`].
+    #[inline]
+    pub fn at_mut(&mut self, slot: usize) -> &mut V {
+        self.vals[slot].as_mut().expect("an occupied slot")
     }
 
-    pub fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
-        self.find(*key).and_then(|i| self.vals[i].as_mut())
-    }
-
-    pub fn contains_key(&self, key: &u128) -> bool {
-        self.find(*key).is_some()
+    #[inline]
+    pub fn at(&self, slot: usize) -> &V {
+        self.vals[slot].as_ref().expect("an occupied slot")
     }
 
     pub fn reserve(&mut self, n: usize) {
@@ -102,8 +102,8 @@ impl<V> KeyTable<V> {
         }
     }
 
-    /// Inserts or replaces.
-    pub fn insert(&mut self, key: u128, val: V) {
+    /// Inserts or replaces; returns the slot.
+    pub fn insert(&mut self, key: u128, val: V) -> usize {
         if (self.len + 1) * 4 > self.keys.len() * 3 {
             self.rehash((self.keys.len() * 2).max(16));
         }
@@ -116,11 +116,11 @@ impl<V> KeyTable<V> {
                     self.keys[i] = key;
                     self.vals[i] = Some(val);
                     self.len += 1;
-                    return;
+                    return i;
                 }
                 k if k == key => {
                     self.vals[i] = Some(val);
-                    return;
+                    return i;
                 }
                 _ => i = (i + 1) & mask,
             }
@@ -186,13 +186,14 @@ mod tests {
             assert_eq!(t.len(), m.len());
             if step % 997 == 0 {
                 for (k, v) in &m {
-                    assert_eq!(t.get(k), Some(v));
+                    assert_eq!(t.find(*k).map(|i| t.at(i)), Some(v));
                 }
                 assert_eq!(t.iter().count(), m.len());
             }
         }
-        assert_eq!(t.get(&0), None);
-        t.insert(0, 7);
-        assert_eq!(t.get(&0), Some(&7));
+        assert_eq!(t.find(0), None);
+        let slot = t.insert(0, 7);
+        assert_eq!(t.find(0), Some(slot));
+        assert_eq!(t.at(slot), &7);
     }
 }
