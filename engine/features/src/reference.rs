@@ -102,6 +102,12 @@ impl Reference {
         self.events.push(ev);
     }
 
+    /// Shares an entity of some feature with `other`, so it may count in one
+    /// of `other`'s features.
+    pub fn related(&self, ev: &Event, other: &Event) -> bool {
+        self.kinds.iter().any(|&k| render(k, ev).is_some_and(|a| render(k, other).is_some_and(|b| a == b)))
+    }
+
     pub fn events(&self) -> &[Event] {
         &self.events
     }
@@ -157,7 +163,6 @@ impl Reference {
                 Window::Sliding { ms } => e.time_ms > t - ms && e.time_ms <= t,
                 Window::Lifetime => e.time_ms <= t,
             })
-            .filter(|(_, e)| render(def.entity, e).as_deref() == Some(who.as_str()))
             .collect();
         hits.sort_by_key(|(i, e)| (e.time_ms, *i));
         let nums = || hits.iter().map(|(_, e)| num(def, e));

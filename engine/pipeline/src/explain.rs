@@ -114,7 +114,7 @@ where
         let Ok(ev) = decoder.decode(bytes) else { continue };
         let is_target = line == target_line;
         late = engine.update(&ev, &mut fv);
-        if is_target || shares_entity(&ev, &target) {
+        if is_target || reference.related(&ev, &target) {
             reference.push(ev);
         }
         if is_target {
@@ -161,20 +161,4 @@ fn contributor(e: &Event) -> Contributor {
         event_type: e.kind.as_str(),
         event_time: Decision::event_time_text(e.time_ms),
     }
-}
-
-/// Shares any entity value with `t` (so it may count in one of its features).
-fn shares_entity(e: &Event, t: &Event) -> bool {
-    let (a, b) = (&e.entities, &t.entities);
-    let prefix = |x: std::net::IpAddr, y: std::net::IpAddr| match (x, y) {
-        (std::net::IpAddr::V4(x), std::net::IpAddr::V4(y)) => x.octets()[..3] == y.octets()[..3],
-        (std::net::IpAddr::V6(x), std::net::IpAddr::V6(y)) => x.segments()[..4] == y.segments()[..4],
-        _ => false,
-    };
-    a.user_id == b.user_id
-        || (a.device_id.is_some() && a.device_id == b.device_id)
-        || a.ip.zip(b.ip).is_some_and(|(x, y)| prefix(x, y))
-        || (a.phone.is_some() && a.phone == b.phone)
-        || (a.id_number.is_some() && a.id_number == b.id_number)
-        || (a.bank_card.is_some() && a.bank_card == b.bank_card)
 }
