@@ -116,7 +116,8 @@ fn restore(
         // The checkpoint's offsets, not the group's, say where the state stands.
         tracing::info!(checkpoint_group = ?meta.group_id, group = %kafka.group_id, "the checkpoint was taken under another consumer group; resuming from its offsets");
     }
-    if meta.offsets.keys().any(|k| k.rsplit_once('/').and_then(|(_, p)| p.parse::<i32>().ok()).is_none()) {
+    let partitions = meta.partitions();
+    if partitions.is_none() {
         stale = Some("it names a malformed partition".to_string());
     }
     if let Some(why) = stale {
@@ -125,11 +126,7 @@ fn restore(
         return Ok(BTreeMap::new());
     }
     let mut resume = consumer.context().resume.lock().expect("resume map");
-    for (key, &offset) in &meta.offsets {
-        if let Some((topic, p)) = key.rsplit_once('/') {
-            resume.insert((topic.to_string(), p.parse().expect("checked")), offset);
-        }
-    }
+    resume.extend(partitions.unwrap_or_default());
     tracing::info!(
         path = %store.path().display(),
         events = meta.events,
@@ -145,10 +142,8 @@ fn restore(
 /// without being published again.
 fn already_published(consumer: &Input, offsets: &BTreeMap<String, i64>) -> HashMap<(String, i32), i64> {
     let mut tpl = TopicPartitionList::new();
-    for key in offsets.keys() {
-        if let Some((t, p)) = key.rsplit_once('/').and_then(|(t, p)| Some((t, p.parse::<i32>().ok()?))) {
-            tpl.add_partition(t, p);
-        }
+    for (t, p) in offsets.keys().filter_map(|k| CheckpointMeta::parse_partition_key(k)) {
+        tpl.add_partition(t, p);
     }
     let mut out = HashMap::new();
     match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
@@ -318,7 +313,7 @@ pub async fn run(
     // checkpoint expects; anything earlier means the topic was recreated.
     let mut expect_first: HashMap<(String, i32), i64> = positions
         .iter()
-        .filter_map(|(k, &o)| k.rsplit_once('/').and_then(|(t, p)| Some(((t.to_string(), p.parse().ok()?), o))))
+        .filter_map(|(k, &o)| CheckpointMeta::parse_partition_key(k).map(|(t, p)| ((t.to_string(), p), o)))
         .collect();
     let mut events_in_state = 0u64;
     let mut checkpointed_at = 0u64;

@@ -65,6 +65,17 @@ impl CheckpointMeta {
     pub fn partition_key(topic: &str, partition: i32) -> String {
         format!("{topic}/{partition}")
     }
+
+    /// The inverse of [`CheckpointMeta::partition_key`]; None when malformed.
+    pub fn parse_partition_key(key: &str) -> Option<(&str, i32)> {
+        let (topic, partition) = key.rsplit_once('/')?;
+        Some((topic, partition.parse().ok()?))
+    }
+
+    /// The offsets by (topic, partition); None when a key is malformed.
+    pub fn partitions(&self) -> Option<Vec<((String, i32), i64)>> {
+        self.offsets.iter().map(|(k, &o)| Self::parse_partition_key(k).map(|(t, p)| ((t.to_string(), p), o))).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

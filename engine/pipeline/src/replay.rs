@@ -230,6 +230,13 @@ pub struct Start {
     pub dead_letters_bytes: u64,
 }
 
+/// The intake's feature state, encoded for a checkpoint.
+fn snapshot(intake: &Intake) -> io::Result<Vec<u8>> {
+    let mut state = Vec::new();
+    intake.feature_engine().write_snapshot(&mut state).map_err(io::Error::other)?;
+    Ok(state)
+}
+
 /// Reads `input` line by line through the intake, sending batches in order.
 /// Stops early when the receiver is gone (the output loop failed).
 fn intake_loop(
@@ -278,9 +285,7 @@ fn intake_loop(
         since_checkpoint += 1;
         if checkpoint_every.is_some_and(|every| since_checkpoint >= every) {
             since_checkpoint = 0;
-            let mut state = Vec::new();
-            intake.feature_engine().write_snapshot(&mut state).map_err(io::Error::other)?;
-            batch.checkpoint = Some((pos, state));
+            batch.checkpoint = Some((pos, snapshot(intake)?));
         }
         if batch.items.len() == BATCH || batch.checkpoint.is_some() {
             // Batches alternate between the two deciders.
@@ -291,9 +296,7 @@ fn intake_loop(
         }
     }
     if checkpoint_every.is_some() && since_checkpoint > 0 {
-        let mut state = Vec::new();
-        intake.feature_engine().write_snapshot(&mut state).map_err(io::Error::other)?;
-        batch.checkpoint = Some((pos, state));
+        batch.checkpoint = Some((pos, snapshot(intake)?));
     }
     if !batch.items.is_empty() || batch.checkpoint.is_some() {
         let _ = tx[sent % 2].send(batch);
