@@ -216,6 +216,13 @@ fn load_keys(cfg: &Config) -> Result<KeyRing> {
     Ok(KeyRing::load(path)?)
 }
 
+/// The feature set alone (commands that need no rules or models).
+fn load_features(cfg: &Config) -> Result<Arc<riskd_features::FeatureSet>> {
+    let set = riskd_features::FeatureSet::load(&cfg.engine.features_dir)
+        .map_err(|errs| anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+    Ok(Arc::new(set))
+}
+
 fn load_deployment(cfg: &Config) -> Result<Deployment> {
     Deployment::load(&cfg.engine).map_err(|e| anyhow::anyhow!("{} problem(s) found:\n{e}", e.count()))
 }
@@ -273,9 +280,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Features { command: FeaturesCommand::Explain { input, event_id, limit, json } } => {
             let cfg = load_config(&cli.config)?;
             let keys = load_keys(&cfg)?;
-            let set = Arc::new(riskd_features::FeatureSet::load(&cfg.engine.features_dir).map_err(|errs| {
-                anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-            })?);
+            let set = load_features(&cfg)?;
             let state_key = riskd_pipeline::pipeline::state_key(&keys);
             let decoder = riskd_core::Decoder::new(
                 riskd_core::Limits { max_event_bytes: cfg.engine.max_event_bytes, ..riskd_core::Limits::default() },
@@ -452,9 +457,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train { events, labels, model_dir, holdout, params } => {
             let cfg = load_config(&cli.config)?;
             let keys = load_keys(&cfg)?;
-            let features = Arc::new(riskd_features::FeatureSet::load(&cfg.engine.features_dir).map_err(|errs| {
-                anyhow::anyhow!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-            })?);
+            let features = load_features(&cfg)?;
             let params: serde_json::Value = serde_json::from_str(&params).context("--params must be a JSON object")?;
             let opts = riskd_pipeline::train::TrainOptions { events, labels, model_dir, holdout, params };
             let report = riskd_pipeline::train::train(&opts, features, keys)?;
