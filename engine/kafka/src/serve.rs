@@ -204,14 +204,14 @@ fn serve_meta(
     pipeline: &Pipeline,
     kafka: &KafkaConfig,
     cluster_id: &Option<String>,
-    positions: &BTreeMap<String, i64>,
+    positions: &HashMap<(Arc<str>, i32), i64>,
     events: u64,
 ) -> CheckpointMeta {
     CheckpointMeta {
         feature_set: pipeline.deployment().features.version.clone(),
         cluster_id: cluster_id.clone(),
         group_id: Some(kafka.group_id.clone()),
-        offsets: positions.clone(),
+        offsets: positions.iter().map(|((t, p), &o)| (CheckpointMeta::partition_key(t, *p), o)).collect(),
         events,
         written_at: riskd_pipeline::checkpoint::now_text(),
         replay: None,
@@ -286,11 +286,11 @@ pub async fn run(
     }
     let consumer: Input = consumer_config(kafka).create_with_context(ResumeContext::default())?;
     let producer: FutureProducer = producer_config(kafka).create()?;
-    let mut positions = BTreeMap::new();
+    let mut restored = BTreeMap::new();
     let mut skip_output: HashMap<(String, i32), i64> = HashMap::new();
     if let Some(ck) = &checkpoints {
-        positions = restore(&consumer, kafka, &mut pipeline, &ck.store)?;
-        skip_output = already_published(&consumer, &positions);
+        restored = restore(&consumer, kafka, &mut pipeline, &ck.store)?;
+        skip_output = already_published(&consumer, &restored);
     }
     let cluster_id = consumer.client().fetch_cluster_id(Duration::from_secs(5));
     let topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
@@ -308,13 +308,15 @@ pub async fn run(
     let mut in_flight: FuturesOrdered<_> = FuturesOrdered::new();
     let mut topic_names: Vec<Arc<str>> = Vec::new();
     let mut result = Ok(());
-    let mut position_keys: HashMap<(Arc<str>, i32), String> = HashMap::new();
     // The first input read from each restored partition must be the one the
     // checkpoint expects; anything earlier means the topic was recreated.
-    let mut expect_first: HashMap<(String, i32), i64> = positions
+    let mut expect_first: HashMap<(String, i32), i64> = restored
         .iter()
         .filter_map(|(k, &o)| CheckpointMeta::parse_partition_key(k).map(|(t, p)| ((t.to_string(), p), o)))
         .collect();
+    // Next offset to read per partition, as reflected in the feature state.
+    let mut positions: HashMap<(Arc<str>, i32), i64> =
+        expect_first.iter().map(|((t, p), &o)| ((Arc::from(t.as_str()), *p), o)).collect();
     let mut events_in_state = 0u64;
     let mut checkpointed_at = 0u64;
     let mut next_checkpoint = checkpoints.as_ref().map(|c| Instant::now() + c.interval);
@@ -396,17 +398,18 @@ pub async fn run(
                 }
                 let outcome = pipeline.process(payload, || SourcePosition::Kafka { topic: topic.to_string(), partition, offset });
                 if checkpoints.is_some() {
-                    let key = position_keys
-                        .entry((topic.clone(), partition))
-                        .or_insert_with(|| CheckpointMeta::partition_key(&topic, partition));
-                    positions.insert(key.clone(), offset + 1);
+                    positions.insert((topic.clone(), partition), offset + 1);
                     events_in_state += 1;
-                    if let Some(&until) = skip_output.get(&(topic.to_string(), partition)) {
-                        if offset < until {
-                            // Decided and acknowledged before the restart.
-                            continue;
+                    // Only right after a restart: no allocation per input otherwise.
+                    if !skip_output.is_empty() {
+                        let at = (topic.to_string(), partition);
+                        if let Some(&until) = skip_output.get(&at) {
+                            if offset < until {
+                                // Decided and acknowledged before the restart.
+                                continue;
+                            }
+                            skip_output.remove(&at);
                         }
-                        skip_output.remove(&(topic.to_string(), partition));
                     }
                 }
                 let (output_topic, key, body) = match &outcome {
