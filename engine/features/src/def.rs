@@ -634,6 +634,12 @@ mod tests {
             ("[[feature]]\nname = \"user.s\"\nentity = \"user\"\nagg = \"sum\"\nof = \"event.amout\"\nwindow = \"1h\"\n", 5, 6, "unknown event field `event.amout`", Some("did you mean `event.amount`?")),
             ("[[feature]]\nname = \"event.r\"\nentity = \"event\"\nagg = \"ratio\"\nnumerator = \"event.amount\"\ndenominator = \"event.later\"\n", 6, 15, "`event.later` is neither", None),
             ("[[feature]]\nname = \"user.c\"\nentity = \"user\"\nagg = \"count\"\nwindow = \"1h\"\ncolour = 1\n", 6, 1, "unknown field `colour`", None),
+            ("[[feature]]\nname = \"user.t\"\nentity = \"user\"\nagg = \"time_since\"\nunit = \"hours\"\nwindow = \"lifetime\"\n", 5, 8, "unknown unit `hours`", Some("units: ms, s, m, h, d")),
+            ("[[feature]]\nname = \"user.c\"\nentity = \"user\"\nagg = \"count\"\nunit = \"h\"\nwindow = \"1h\"\n", 5, 8, "`unit` applies only to time_since and first_seen", None),
+            ("[[feature]]\nname = \"user.c\"\nentity = \"user+devise\"\nagg = \"count\"\nwindow = \"1h\"\n", 3, 10, "`devise` cannot be part of the composite entity `user+devise`", Some("did you mean `device`?")),
+            ("[[feature]]\nname = \"user.c\"\nentity = \"user+user\"\nagg = \"count\"\nwindow = \"1h\"\n", 3, 10, "`user` cannot be part of the composite entity `user+user`", None),
+            ("[settings]\nmax_entities = 0\n", 2, 16, "max_entities must be at least 1", None),
+            ("[settings]\nlifetime_idle_expiry = \"forever\"\n", 2, 24, "lifetime_idle_expiry is not a positive duration", None),
         ];
         for (text, line, col, msg, hint) in cases {
             let errs = load(text).expect_err(text);

@@ -187,3 +187,43 @@ pub fn now_text() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     riskd_core::decision::Decision::event_time_text(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> Arc<FeatureSet> {
+        let text = "[[feature]]\nname = \"user.n\"\nentity = \"user\"\nagg = \"count\"\nwindow = \"1h\"\n";
+        Arc::new(FeatureSet::from_sources(&[("f.toml".into(), text.into())]).unwrap())
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_damage_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path().join("state"));
+        assert!(store.load(set(), [1; 16]).unwrap().is_none(), "no checkpoint yet");
+        let meta = CheckpointMeta {
+            feature_set: set().version.clone(),
+            offsets: [("in/0".to_string(), 42)].into(),
+            events: 42,
+            ..Default::default()
+        };
+        let engine = FeatureEngine::new(set(), [1; 16]);
+        let bytes = CheckpointStore::encode(&meta, &engine);
+        store.write(&bytes).unwrap();
+        let (back, _) = store.load(set(), [1; 16]).unwrap().unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(CheckpointMeta::parse_partition_key("in/0"), Some(("in", 0)));
+        assert_eq!(CheckpointMeta::parse_partition_key("in"), None);
+
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        std::fs::write(store.path(), &flipped).unwrap();
+        let err = store.load(set(), [1; 16]).err().unwrap().to_string();
+        assert!(err.contains("checksum mismatch") && err.contains("state.ckpt"), "{err}");
+
+        std::fs::write(store.path(), &bytes[..10]).unwrap();
+        let err = store.load(set(), [1; 16]).err().unwrap().to_string();
+        assert!(err.contains("no checkpoint header"), "{err}");
+    }
+}
