@@ -16,7 +16,7 @@ use crate::def::FeatureSet;
 use crate::state::{Entity, FeatureEngine, KeyMap, StateStats};
 
 /// Bumped whenever the encoding changes; older snapshots are refused.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -121,9 +121,9 @@ impl FeatureEngine {
             let mut map = KeyMap::default();
             map.reserve(tb.entries.len());
             for (k, e) in tb.entries {
-                if e.series_len() != names.len() {
+                if !e.fits(&engine.set, &table.features) {
                     return Err(SnapshotError::Corrupt(format!(
-                        "an entity of `{}` has the wrong series count",
+                        "an entity of `{}` does not hold the state its features keep",
                         tb.entity
                     )));
                 }

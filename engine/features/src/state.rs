@@ -34,106 +34,111 @@ impl FeatureVector {
     }
 }
 
-/// History of one feature for one entity.
+/// History of one feature for one entity: its points `(time, value)`,
+/// sorted by time (ties in arrival order), and what its window keeps beside
+/// them. 64 bytes, with no box of its own: an entity's series sit side by
+/// side in one allocation, so reading one costs a cache line unless its
+/// window holds more than two points.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Series {
-    /// Counted points `(time, value)`, sorted by time (ties in arrival order).
-    Windowed(Points),
-    /// Boxed: most series are windowed, and this keeps each at 32 bytes.
-    Lifetime(Box<Lifetime>),
+pub(crate) struct Series {
+    points: crate::deque::Points,
+    state: State,
 }
 
-/// The points of a sliding window. `cursor` marks the first point inside
-/// the window as of the latest in-order read (lower edge `lower`), so reads
-/// that move the window forward cost amortised O(1) instead of a search. A
-/// distinct count also keeps the multiplicity of each value in
-/// `points[cursor..]`. Both are rebuilt after a restore.
+type CountMap = HashMap<u64, u32, BuildHasherDefault<FoldHasher>>;
+
+/// No time: a lifetime `last` that has settled nothing yet.
+const NEVER: i64 = i64::MIN;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Points {
-    points: crate::deque::Points,
-    #[serde(skip)]
-    cursor: usize,
-    /// The window's lower edge when `cursor` was last moved.
-    #[serde(skip, default = "no_edge")]
-    lower: i64,
-    /// Boxed: 8 bytes in every windowed series instead of 40.
-    #[allow(clippy::box_collection)]
-    #[serde(skip)]
-    counts: Option<Box<HashMap<u64, u32, BuildHasherDefault<FoldHasher>>>>,
+enum State {
+    /// A sliding window. `cursor` marks the first point inside the window
+    /// as of the latest in-order read (lower edge `lower`), so reads that
+    /// move the window forward cost amortised O(1) instead of a search. A
+    /// distinct count also keeps the multiplicity of each value in
+    /// `points[cursor..]`. All three are rebuilt after a restore.
+    Window {
+        #[serde(skip)]
+        cursor: u32,
+        #[serde(skip, default = "no_edge")]
+        lower: i64,
+        #[serde(skip)]
+        counts: Option<Box<CountMap>>,
+    },
+    // A lifetime feature: points older than the watermark are settled into
+    // one of these running aggregates, the aggregation's own; newer ones
+    // stay in `points`, so late arrivals still land exactly.
+    Count(u64),
+    /// Sum and mean.
+    Sum {
+        count: u64,
+        sum: f64,
+    },
+    Min {
+        count: u64,
+        min: f64,
+    },
+    Max {
+        count: u64,
+        max: f64,
+    },
+    /// The newest settled point; `time` is [`NEVER`] until one settles.
+    Last {
+        time: i64,
+        value: u64,
+    },
+    /// Time of the newest settled point (time since).
+    Newest(Option<i64>),
+    /// Time of the oldest settled point (first seen).
+    Oldest(Option<i64>),
+    Distinct(#[serde(with = "sorted_set")] Box<HashSet<u64>>),
 }
 
 fn no_edge() -> i64 {
     i64::MIN
 }
 
-impl Default for Points {
-    fn default() -> Self {
-        Points { points: Default::default(), cursor: 0, lower: no_edge(), counts: None }
+impl Series {
+    pub(crate) fn new(agg: &Aggregation, window: Window) -> Series {
+        let state = match (window, agg) {
+            (Window::Sliding { .. }, _) => State::Window { cursor: 0, lower: no_edge(), counts: None },
+            (Window::Lifetime, Aggregation::Sum(_) | Aggregation::Mean(_)) => State::Sum { count: 0, sum: 0.0 },
+            (Window::Lifetime, Aggregation::Min(_)) => State::Min { count: 0, min: f64::INFINITY },
+            (Window::Lifetime, Aggregation::Max(_)) => State::Max { count: 0, max: f64::NEG_INFINITY },
+            (Window::Lifetime, Aggregation::Last(_)) => State::Last { time: NEVER, value: 0 },
+            (Window::Lifetime, Aggregation::TimeSince { .. }) => State::Newest(None),
+            (Window::Lifetime, Aggregation::FirstSeen { .. }) => State::Oldest(None),
+            (Window::Lifetime, Aggregation::DistinctCount(_)) => State::Distinct(Box::default()),
+            (Window::Lifetime, Aggregation::Count | Aggregation::Ratio(..)) => State::Count(0),
+        };
+        Series { points: Default::default(), state }
     }
-}
 
-impl Points {
-    /// Moves the window's lower edge forward to `lower`, keeping the counts.
-    fn advance(&mut self, lower: i64) {
-        while self.cursor < self.points.len() && self.points[self.cursor].0 <= lower {
-            if let Some(c) = &mut self.counts {
-                decrement(c, self.points[self.cursor].1);
+    /// Whether this series has the shape a feature with `agg` and `window`
+    /// keeps (a restored snapshot is checked with it).
+    pub(crate) fn fits(&self, agg: &Aggregation, window: Window) -> bool {
+        std::mem::discriminant(&self.state) == std::mem::discriminant(&Series::new(agg, window).state)
+    }
+
+    /// Drops the oldest point, keeping a window's cursor and counts.
+    fn pop_front(&mut self) -> Option<(i64, u64)> {
+        let (t, v) = self.points.pop_front()?;
+        if let State::Window { cursor, counts, .. } = &mut self.state {
+            if *cursor > 0 {
+                *cursor -= 1;
+            } else if let Some(c) = counts {
+                decrement(c, v);
             }
-            self.cursor += 1;
         }
-        self.lower = lower;
-    }
-
-    fn pop_front(&mut self) {
-        let Some((_, v)) = self.points.pop_front() else { return };
-        if self.cursor > 0 {
-            self.cursor -= 1;
-        } else if let Some(c) = &mut self.counts {
-            decrement(c, v);
-        }
+        Some((t, v))
     }
 }
 
-fn decrement(c: &mut HashMap<u64, u32, BuildHasherDefault<FoldHasher>>, v: u64) {
+fn decrement(c: &mut CountMap, v: u64) {
     if let Some(n) = c.get_mut(&v) {
         *n -= 1;
         if *n == 0 {
             c.remove(&v);
-        }
-    }
-}
-
-/// A lifetime series: points older than the watermark are settled into
-/// running aggregates; newer ones are kept so late arrivals still land
-/// exactly.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Lifetime {
-    settled: Settled,
-    recent: crate::deque::Points,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Settled {
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    first: i64,
-    last: Option<(i64, u64)>,
-    #[serde(with = "sorted_set")]
-    distinct: HashSet<u64>,
-}
-
-impl Default for Settled {
-    fn default() -> Self {
-        Settled {
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            first: i64::MAX,
-            last: None,
-            distinct: HashSet::new(),
         }
     }
 }
@@ -150,8 +155,8 @@ mod sorted_set {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<u64>, D::Error> {
-        Ok(Vec::<u64>::deserialize(d)?.into_iter().collect())
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<HashSet<u64>>, D::Error> {
+        Ok(Box::new(Vec::<u64>::deserialize(d)?.into_iter().collect()))
     }
 }
 
@@ -165,8 +170,11 @@ pub(crate) struct Entity {
 }
 
 impl Entity {
-    pub(crate) fn series_len(&self) -> usize {
-        self.series.len()
+    /// Whether the entity holds one series of the right shape for each of
+    /// `features` (a restored snapshot is checked with it).
+    pub(crate) fn fits(&self, set: &FeatureSet, features: &[usize]) -> bool {
+        self.series.len() == features.len()
+            && self.series.iter().zip(features).all(|(s, &i)| s.fits(&set.defs[i].agg, set.defs[i].window))
     }
 }
 
@@ -352,7 +360,13 @@ impl FeatureEngine {
         for ((key, slot), table) in self.found.iter_mut().zip(&self.tables) {
             *slot = key.and_then(|k| table.map.find(k));
             if let Some(i) = *slot {
-                prefetch(table.map.at(i).series.as_ptr() as *const u8);
+                prefetch_lines(&table.map.at(i).series);
+            }
+        }
+        // Then what the series point to, for all entities at once.
+        for (&(_, slot), table) in self.found.iter().zip(&self.tables) {
+            if let Some(i) = slot {
+                prefetch_series(&table.map.at(i).series);
             }
         }
         for (&(key, slot), table) in self.found.iter().zip(self.tables.iter_mut()) {
@@ -380,13 +394,13 @@ impl FeatureEngine {
                 }
                 None => {
                     table.make_room(set.limits.max_entities, &mut self.stats);
-                    let series = table.features.iter().map(|&i| new_series(set.defs[i].window)).collect();
+                    let series =
+                        table.features.iter().map(|&i| Series::new(&set.defs[i].agg, set.defs[i].window)).collect();
                     table.queue.push_back((t, key));
                     table.map.insert(key, Entity { last_seen: t, queued_at: t, series })
                 }
             };
             let entity = table.map.at_mut(slot);
-            prefetch_series(&entity.series);
             if counted && t > entity.last_seen {
                 entity.last_seen = t;
                 if t >= entity.queued_at.saturating_add(table.requeue_ms) {
@@ -485,29 +499,27 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// Asks the CPU for every series' buffer at once, so their cache misses
-/// overlap instead of coming one after another as the features are read.
+/// Asks the CPU for every cache line of a slice.
 #[inline]
-fn prefetch_series(series: &[Series]) {
-    for s in series {
-        match s {
-            Series::Windowed(w) => {
-                if let Some((first, last)) = w.points.heap_ptrs() {
-                    prefetch(first);
-                    if let Some(last) = last {
-                        prefetch(last);
-                    }
-                }
-            }
-            Series::Lifetime(l) => prefetch(&**l as *const Lifetime as *const u8),
-        }
+fn prefetch_lines<T>(items: &[T]) {
+    let start = items.as_ptr() as *const u8;
+    for off in (0..std::mem::size_of_val(items)).step_by(64) {
+        // SAFETY: stays inside the slice's own allocation.
+        prefetch(unsafe { start.add(off) });
     }
 }
 
-fn new_series(window: Window) -> Series {
-    match window {
-        Window::Sliding { .. } => Series::Windowed(Points::default()),
-        Window::Lifetime => Series::Lifetime(Box::default()),
+/// Asks the CPU for every series' points buffer at once, so their cache
+/// misses overlap instead of coming one after another as they are read.
+#[inline]
+fn prefetch_series(series: &[Series]) {
+    for s in series {
+        if let Some((first, last)) = s.points.heap_ptrs() {
+            prefetch(first);
+            if let Some(last) = last {
+                prefetch(last);
+            }
+        }
     }
 }
 
@@ -639,53 +651,63 @@ fn insert(
     max_points: usize,
     stats: &mut StateStats,
 ) {
-    match s {
-        Series::Windowed(w) => {
-            insert_sorted(&mut w.points, t, v);
-            if t <= w.lower {
-                w.cursor += 1; // behind the window's edge
-            } else if let Some(c) = &mut w.counts {
+    insert_sorted(&mut s.points, t, v);
+    match (&mut s.state, window) {
+        (State::Window { cursor, lower, counts }, Window::Sliding { ms }) => {
+            if t <= *lower {
+                *cursor += 1; // behind the window's edge
+            } else if let Some(c) = counts {
                 *c.entry(v).or_insert(0) += 1;
             }
-            if let Window::Sliding { ms } = window {
-                // No read at or after the watermark can see these points.
-                let horizon = watermark.saturating_sub(ms);
-                while w.points.front().is_some_and(|&(pt, _)| pt <= horizon) {
-                    w.pop_front();
-                }
+            // No read at or after the watermark can see these points.
+            let horizon = watermark.saturating_sub(ms);
+            while s.points.front().is_some_and(|&(pt, _)| pt <= horizon) {
+                s.pop_front();
             }
-            while w.points.len() > max_points {
-                w.pop_front();
+            while s.points.len() > max_points {
+                s.pop_front();
                 stats.dropped_points += 1;
             }
         }
-        Series::Lifetime(l) => {
-            insert_sorted(&mut l.recent, t, v);
+        _ => {
             // Every read at or after the watermark sees these points. Strictly
-            // older only, so an on-time event is still in `recent` when read.
-            while l.recent.front().is_some_and(|&(pt, _)| pt < watermark) {
-                let (pt, pv) = l.recent.pop_front().expect("checked");
-                settle(&mut l.settled, pt, pv, agg);
+            // older only, so an on-time event is still in `points` when read.
+            while s.points.front().is_some_and(|&(pt, _)| pt < watermark) {
+                let (pt, pv) = s.points.pop_front().expect("checked");
+                settle(&mut s.state, pt, pv, agg);
             }
         }
     }
 }
 
-fn settle(s: &mut Settled, t: i64, v: u64, agg: &Aggregation) {
+/// Folds a lifetime point into its running aggregate.
+fn settle(state: &mut State, t: i64, v: u64, agg: &Aggregation) {
     let x = f64::from_bits(v);
-    s.count += 1;
-    match agg {
-        Aggregation::Sum(_) | Aggregation::Mean(_) => s.sum += x,
-        Aggregation::Min(_) => s.min = s.min.min(x),
-        Aggregation::Max(_) => s.max = s.max.max(x),
-        Aggregation::DistinctCount(_) => {
-            s.distinct.insert(v);
+    match state {
+        State::Count(n) => *n += 1,
+        State::Sum { count, sum } => {
+            *count += 1;
+            *sum += x;
         }
-        _ => {}
-    }
-    s.first = s.first.min(t);
-    if s.last.is_none_or(|(lt, _)| lt <= t) {
-        s.last = Some((t, v));
+        State::Min { count, min } => {
+            *count += 1;
+            *min = min.min(x);
+        }
+        State::Max { count, max } => {
+            *count += 1;
+            *max = max.max(x);
+        }
+        State::Last { time, value } => {
+            if *time <= t {
+                (*time, *value) = (t, v);
+            }
+        }
+        State::Newest(newest) => *newest = Some(newest.map_or(t, |n| n.max(t))),
+        State::Oldest(oldest) => *oldest = Some(oldest.map_or(t, |o| o.min(t))),
+        State::Distinct(set) => {
+            set.insert(v);
+        }
+        State::Window { .. } => debug_assert!(false, "a sliding window never settles ({agg:?})"),
     }
 }
 
@@ -703,21 +725,6 @@ fn distinct_small(values: impl Iterator<Item = u64> + Clone) -> f64 {
     n as f64
 }
 
-/// Distinct values in `points[cursor..]`, kept incrementally once built.
-fn distinct_in_window(w: &mut Points) -> f64 {
-    let counts = match &mut w.counts {
-        Some(c) => c,
-        None => {
-            let mut c: Box<HashMap<u64, u32, BuildHasherDefault<FoldHasher>>> = Box::default();
-            for &(_, v) in w.points.range(w.cursor..) {
-                *c.entry(v).or_insert(0) += 1;
-            }
-            w.counts.insert(c)
-        }
-    };
-    counts.len() as f64
-}
-
 fn per_unit(ms: i64, unit_ms: i64) -> f64 {
     ms as f64 / unit_ms as f64
 }
@@ -732,94 +739,101 @@ fn read(
     window: Window,
     scratch: &mut HashSet<u64>,
 ) -> f64 {
-    match s {
-        Series::Windowed(w) => {
-            let Window::Sliding { ms } = window else { return f64::NAN };
+    let points = &s.points;
+    let (lo, hi) = match (&mut s.state, window) {
+        (State::Window { cursor, lower, counts }, Window::Sliding { ms }) => {
             // Reads that move the window forward use the cursor; a read at an
             // earlier time (an out-of-order event) searches.
-            let forward = w.points.back().is_none_or(|&(last, _)| last <= t) && t - ms >= w.lower;
-            if forward {
-                w.advance(t - ms);
-                if let Aggregation::DistinctCount(_) = agg {
-                    // Small windows are cheaper to rescan than to keep counts for.
-                    if w.counts.is_none() && w.points.len() - w.cursor <= SMALL_WINDOW {
-                        return distinct_small(w.points.range(w.cursor..).map(|&(_, v)| v));
-                    }
-                    return distinct_in_window(w);
-                }
-            }
-            let points = &w.points;
-            let (lo, hi) = if forward {
-                (w.cursor, points.len())
-            } else {
+            let forward = points.back().is_none_or(|&(last, _)| last <= t) && t - ms >= *lower;
+            if !forward {
                 let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
                 (lo, points.partition_point(|&(pt, _)| pt <= t).max(lo))
-            };
-            let in_window = points.range(lo..hi);
-            let nums = || in_window.clone().map(|&(_, v)| f64::from_bits(v));
-            let n = hi - lo;
-            match agg {
-                Aggregation::Count => n as f64,
-                Aggregation::Sum(_) => nums().fold(0.0, |a, x| a + x),
-                Aggregation::Mean(_) if n > 0 => nums().fold(0.0, |a, x| a + x) / n as f64,
-                Aggregation::Min(_) if n > 0 => nums().fold(f64::INFINITY, f64::min),
-                Aggregation::Max(_) if n > 0 => nums().fold(f64::NEG_INFINITY, f64::max),
-                Aggregation::Last(_) if n > 0 => f64::from_bits(points[hi - 1].1),
-                Aggregation::DistinctCount(_) => {
-                    scratch.clear();
-                    scratch.extend(in_window.map(|&(_, v)| v));
-                    scratch.len() as f64
-                }
-                Aggregation::TimeSince { unit_ms } => {
-                    let prev = if counts_now { hi.checked_sub(2) } else { hi.checked_sub(1) };
-                    match prev {
-                        Some(p) if p >= lo => per_unit(t - points[p].0, *unit_ms),
-                        _ => f64::NAN,
+            } else {
+                // Move the lower edge forward to `t - ms`, keeping the counts.
+                let mut c = *cursor as usize;
+                while c < points.len() && points[c].0 <= t - ms {
+                    if let Some(counts) = counts {
+                        decrement(counts, points[c].1);
                     }
+                    c += 1;
                 }
-                Aggregation::FirstSeen { unit_ms } if n > 0 => per_unit(t - points[lo].0, *unit_ms),
-                _ => f64::NAN,
+                *cursor = c as u32;
+                *lower = t - ms;
+                if let Aggregation::DistinctCount(_) = agg {
+                    // Small windows are cheaper to rescan than to keep counts for.
+                    if counts.is_none() && points.len() - c <= SMALL_WINDOW {
+                        return distinct_small(points.range(c..).map(|&(_, v)| v));
+                    }
+                    let counts = counts.get_or_insert_with(|| {
+                        let mut m: Box<CountMap> = Box::default();
+                        for &(_, v) in points.range(c..) {
+                            *m.entry(v).or_insert(0) += 1;
+                        }
+                        m
+                    });
+                    return counts.len() as f64;
+                }
+                (c, points.len())
             }
         }
-        Series::Lifetime(l) => {
-            let l = &**l;
-            let st = &l.settled;
-            let hi = l.recent.partition_point(|&(pt, _)| pt <= t);
-            let recent = l.recent.range(..hi);
-            let nums = || recent.clone().map(|&(_, v)| f64::from_bits(v));
-            let n = st.count + hi as u64;
-            match agg {
-                Aggregation::Count => n as f64,
-                Aggregation::Sum(_) => nums().fold(st.sum, |a, x| a + x),
-                Aggregation::Mean(_) if n > 0 => nums().fold(st.sum, |a, x| a + x) / n as f64,
-                Aggregation::Min(_) if n > 0 => nums().fold(st.min, f64::min),
-                Aggregation::Max(_) if n > 0 => nums().fold(st.max, f64::max),
-                Aggregation::Last(_) => match hi {
-                    0 => st.last.map_or(f64::NAN, |(_, v)| f64::from_bits(v)),
-                    _ => f64::from_bits(l.recent[hi - 1].1),
-                },
-                Aggregation::DistinctCount(_) => {
-                    scratch.clear();
-                    scratch.extend(recent.map(|&(_, v)| v).filter(|v| !st.distinct.contains(v)));
-                    (st.distinct.len() + scratch.len()) as f64
-                }
-                Aggregation::TimeSince { unit_ms } => {
-                    let prev = if counts_now { hi.checked_sub(2) } else { hi.checked_sub(1) };
-                    let prev_time = match prev {
-                        Some(p) => Some(l.recent[p].0),
-                        // Nothing earlier in `recent`: the newest settled point, unless
-                        // the only candidate there is the current event itself.
-                        None if counts_now && hi == 0 => None,
-                        None => st.last.map(|(lt, _)| lt).filter(|&lt| lt <= t),
-                    };
-                    prev_time.map_or(f64::NAN, |p| per_unit(t - p, *unit_ms))
-                }
-                Aggregation::FirstSeen { unit_ms } if n > 0 => {
-                    let first = if st.count > 0 { st.first } else { l.recent[0].0 };
-                    per_unit(t - first, *unit_ms)
-                }
-                _ => f64::NAN,
-            }
+        (State::Window { .. }, Window::Lifetime) | (_, Window::Sliding { .. }) => return f64::NAN,
+        // Lifetime: the settled aggregate, then the recent points up to `t`.
+        (_, Window::Lifetime) => (0, points.partition_point(|&(pt, _)| pt <= t)),
+    };
+    let in_range = points.range(lo..hi);
+    let nums = || in_range.clone().map(|&(_, v)| f64::from_bits(v));
+    let n = (hi - lo) as u64;
+    match (agg, &s.state) {
+        (Aggregation::Count, State::Window { .. }) => n as f64,
+        (Aggregation::Count, State::Count(c)) => (c + n) as f64,
+        (Aggregation::Sum(_), State::Window { .. }) => nums().fold(0.0, |a, x| a + x),
+        (Aggregation::Sum(_), State::Sum { sum, .. }) => nums().fold(*sum, |a, x| a + x),
+        (Aggregation::Mean(_), State::Window { .. }) if n > 0 => nums().fold(0.0, |a, x| a + x) / n as f64,
+        (Aggregation::Mean(_), State::Sum { count, sum }) if count + n > 0 => {
+            nums().fold(*sum, |a, x| a + x) / (count + n) as f64
         }
+        (Aggregation::Min(_), State::Window { .. }) if n > 0 => nums().fold(f64::INFINITY, f64::min),
+        (Aggregation::Min(_), State::Min { count, min }) if count + n > 0 => nums().fold(*min, f64::min),
+        (Aggregation::Max(_), State::Window { .. }) if n > 0 => nums().fold(f64::NEG_INFINITY, f64::max),
+        (Aggregation::Max(_), State::Max { count, max }) if count + n > 0 => nums().fold(*max, f64::max),
+        (Aggregation::Last(_), State::Window { .. }) if n > 0 => f64::from_bits(points[hi - 1].1),
+        (Aggregation::Last(_), State::Last { time, value }) => match hi {
+            0 if *time == NEVER => f64::NAN,
+            0 => f64::from_bits(*value),
+            _ => f64::from_bits(points[hi - 1].1),
+        },
+        (Aggregation::DistinctCount(_), State::Window { .. }) => {
+            scratch.clear();
+            scratch.extend(in_range.map(|&(_, v)| v));
+            scratch.len() as f64
+        }
+        (Aggregation::DistinctCount(_), State::Distinct(set)) => {
+            scratch.clear();
+            scratch.extend(in_range.map(|&(_, v)| v).filter(|v| !set.contains(v)));
+            (set.len() + scratch.len()) as f64
+        }
+        (Aggregation::TimeSince { unit_ms }, state) => {
+            // The previous counted point: the one before the current event
+            // when it was just inserted (it is then the last at `t`).
+            let prev = if counts_now { hi.checked_sub(2) } else { hi.checked_sub(1) };
+            let prev_time = match (prev, state) {
+                (Some(p), _) if p >= lo => Some(points[p].0),
+                // Nothing earlier among the points: the newest settled one, unless
+                // the only candidate there is the current event itself.
+                (_, State::Newest(newest)) if !(counts_now && hi == 0) => newest.filter(|&nt| nt <= t),
+                _ => None,
+            };
+            prev_time.map_or(f64::NAN, |p| per_unit(t - p, *unit_ms))
+        }
+        (Aggregation::FirstSeen { unit_ms }, State::Window { .. }) if n > 0 => per_unit(t - points[lo].0, *unit_ms),
+        (Aggregation::FirstSeen { unit_ms }, State::Oldest(oldest)) => match (oldest, n) {
+            (Some(first), _) => per_unit(t - first, *unit_ms),
+            (None, 0) => f64::NAN,
+            (None, _) => per_unit(t - points[0].0, *unit_ms),
+        },
+        _ => f64::NAN,
     }
 }
+
+// Every series is one 64-byte line's worth of state (see `Series`).
+const _: () = assert!(std::mem::size_of::<Series>() == 64);
