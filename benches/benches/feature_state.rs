@@ -18,6 +18,12 @@ use riskd_core::event::{
 };
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8; 30] = b"thp:always,metadata_thp:auto\0\0";
+
 const FEATURES: &str = r#"
 [settings]
 allowed_lateness = "5m"
@@ -229,7 +235,7 @@ impl Workload {
     /// (a few shared ones), 70% logins, 30% applications, ~10 events/s.
     fn next(&mut self) -> Event {
         let r = &mut self.rng;
-        self.clock += r.gen_range(0..200);
+        self.clock += r.gen_range(0..200) * i64::from(1_000_000 / self.users);
         self.n += 1;
         let user = r.gen_range(0..self.users);
         let device = if r.gen_bool(0.02) { r.gen_range(0..1000) } else { user / 4 };

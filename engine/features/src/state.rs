@@ -12,8 +12,8 @@
 //! are dropped; lifetime points older than the watermark are folded into
 //! running aggregates.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashSet, VecDeque};
+use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::def::{Aggregation, EntityKind, FeatureSet, FilterValue, Operand, Window};
+use crate::table::CountTable;
 
 /// One value per feature slot for one event; NaN means missing.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -45,8 +46,6 @@ pub(crate) struct Series {
     state: State,
 }
 
-type CountMap = HashMap<u64, u32, BuildHasherDefault<FoldHasher>>;
-
 /// No time: a lifetime `last` that has settled nothing yet.
 const NEVER: i64 = i64::MIN;
 
@@ -63,7 +62,7 @@ enum State {
         #[serde(skip, default = "no_edge")]
         lower: i64,
         #[serde(skip)]
-        counts: Option<Box<CountMap>>,
+        counts: Option<Box<CountTable>>,
     },
     // A lifetime feature: points older than the watermark are settled into
     // one of these running aggregates, the aggregation's own; newer ones
@@ -127,19 +126,10 @@ impl Series {
             if *cursor > 0 {
                 *cursor -= 1;
             } else if let Some(c) = counts {
-                decrement(c, v);
+                c.decrement(v);
             }
         }
         Some((t, v))
-    }
-}
-
-fn decrement(c: &mut CountMap, v: u64) {
-    if let Some(n) = c.get_mut(&v) {
-        *n -= 1;
-        if *n == 0 {
-            c.remove(&v);
-        }
     }
 }
 
@@ -175,27 +165,6 @@ impl Entity {
     pub(crate) fn fits(&self, set: &FeatureSet, features: &[usize]) -> bool {
         self.series.len() == features.len()
             && self.series.iter().zip(features).all(|(s, &i)| s.fits(&set.defs[i].agg, set.defs[i].window))
-    }
-}
-
-/// Keys are already keyed SipHash outputs: fold them instead of hashing again.
-#[derive(Default)]
-pub(crate) struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
     }
 }
 
@@ -237,10 +206,15 @@ pub struct FeatureEngine {
     pub(crate) max_event_time: i64,
     pub(crate) stats: StateStats,
     scratch: HashSet<u64>,
-    /// Per event, reused: each table's entity key and slot.
-    found: Vec<(Option<u128>, Option<usize>)>,
-    /// Per table, reused: what the event contributes to each feature.
+    /// Per event, reused: each table's entity key, slot, and where its
+    /// features' points start in `points`.
+    found: Vec<(Option<u128>, Option<usize>, usize)>,
+    /// Per event, reused: what the event contributes to each feature of
+    /// each table with an entity in the event.
     points: Vec<Option<u64>>,
+    /// Per event, reused: the fields hashed for distinct counts so far, so
+    /// a field counted by several features is hashed once.
+    hashed: Vec<(FieldId, Option<u64>)>,
 }
 
 /// Queue entries examined per event for expiry: bounded so no event pays
@@ -297,6 +271,7 @@ impl FeatureEngine {
             scratch: HashSet::new(),
             found: Vec::new(),
             points: Vec::new(),
+            hashed: Vec::new(),
         }
     }
 
@@ -350,39 +325,42 @@ impl FeatureEngine {
             table.expire(watermark, &mut self.stats);
         }
         self.found.clear();
+        self.hashed.clear();
+        self.points.clear();
         for table in &self.tables {
             let key = entity_key(self.keys, table.entity, ev);
+            let at = self.points.len();
             if let Some(key) = key {
                 table.map.prefetch(key);
+                // What the event contributes to each of this table's
+                // features (None: it does not count there).
+                self.points.extend(table.features.iter().map(|&i| {
+                    let def = &set.defs[i];
+                    (def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev))
+                        .then(|| point_value(self.keys, &def.agg, ev, &mut self.hashed))
+                        .flatten()
+                }));
             }
-            self.found.push((key, None));
+            self.found.push((key, None, at));
         }
-        for ((key, slot), table) in self.found.iter_mut().zip(&self.tables) {
+        for ((key, slot, _), table) in self.found.iter_mut().zip(&self.tables) {
             *slot = key.and_then(|k| table.map.find(k));
             if let Some(i) = *slot {
                 prefetch_lines(&table.map.at(i).series);
             }
         }
         // Then what the series point to, for all entities at once.
-        for (&(_, slot), table) in self.found.iter().zip(&self.tables) {
+        for (&(_, slot, at), table) in self.found.iter().zip(&self.tables) {
             if let Some(i) = slot {
-                prefetch_series(&table.map.at(i).series);
+                prefetch_series(&table.map.at(i).series, &self.points[at..]);
             }
         }
-        for (&(key, slot), table) in self.found.iter().zip(self.tables.iter_mut()) {
+        for (&(key, slot, at), table) in self.found.iter().zip(self.tables.iter_mut()) {
             let Some(key) = key else {
                 continue;
             };
-            // What the event contributes to each of this table's features
-            // (None: it does not count there).
-            self.points.clear();
-            self.points.extend(table.features.iter().map(|&i| {
-                let def = &set.defs[i];
-                (def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev))
-                    .then(|| point_value(self.keys, &def.agg, ev))
-                    .flatten()
-            }));
-            let counted = self.points.iter().any(Option::is_some);
+            let points = &self.points[at..at + table.features.len()];
+            let counted = points.iter().any(Option::is_some);
             let slot = match slot {
                 Some(i) => i,
                 None if !counted => {
@@ -411,7 +389,7 @@ impl FeatureEngine {
             for (j, &i) in table.features.iter().enumerate() {
                 let def = &set.defs[i];
                 let s = &mut entity.series[j];
-                let point = self.points[j];
+                let point = points[j];
                 let counts_now = point.is_some();
                 if let Some(point) = point {
                     insert(
@@ -509,16 +487,20 @@ fn prefetch_lines<T>(items: &[T]) {
     }
 }
 
-/// Asks the CPU for every series' points buffer at once, so their cache
-/// misses overlap instead of coming one after another as they are read.
+/// Asks the CPU for every series' points buffer, and for the distinct-count
+/// slot each new point will land in, at once, so their cache misses overlap
+/// instead of coming one after another as they are read.
 #[inline]
-fn prefetch_series(series: &[Series]) {
-    for s in series {
+fn prefetch_series(series: &[Series], points: &[Option<u64>]) {
+    for (s, point) in series.iter().zip(points) {
         if let Some((first, last)) = s.points.heap_ptrs() {
             prefetch(first);
             if let Some(last) = last {
                 prefetch(last);
             }
+        }
+        if let (State::Window { counts: Some(c), .. }, Some(v)) = (&s.state, point) {
+            c.prefetch(*v);
         }
     }
 }
@@ -601,8 +583,14 @@ pub(crate) fn entity_key(keys: (u64, u64), entity: EntityKind, ev: &Event) -> Op
 
 /// The value a counted event contributes: numbers as f64 bits, anything
 /// else (distinct counts) as a keyed 64-bit hash. None: the field is
-/// missing, so the event does not contribute.
-fn point_value(keys: (u64, u64), agg: &Aggregation, ev: &Event) -> Option<u64> {
+/// missing, so the event does not contribute. `hashed` remembers the
+/// event's hashed fields.
+fn point_value(
+    keys: (u64, u64),
+    agg: &Aggregation,
+    ev: &Event,
+    hashed: &mut Vec<(FieldId, Option<u64>)>,
+) -> Option<u64> {
     let field = match agg {
         Aggregation::Count | Aggregation::TimeSince { .. } | Aggregation::FirstSeen { .. } => return Some(0),
         Aggregation::Ratio(..) => return None,
@@ -614,8 +602,18 @@ fn point_value(keys: (u64, u64), agg: &Aggregation, ev: &Event) -> Option<u64> {
             let v = f.get(ev).num_or_nan();
             return (!v.is_nan()).then(|| v.to_bits());
         }
-        Aggregation::DistinctCount(f) => f,
+        Aggregation::DistinctCount(f) => *f,
     };
+    if let Some(&(_, v)) = hashed.iter().find(|(f, _)| *f == field) {
+        return v;
+    }
+    let v = distinct_value(keys, field, ev);
+    hashed.push((field, v));
+    v
+}
+
+/// A field's value as a keyed 64-bit hash, for distinct counts.
+fn distinct_value(keys: (u64, u64), field: FieldId, ev: &Event) -> Option<u64> {
     let mut h = siphasher::sip::SipHasher13::new_with_keys(keys.1, keys.0);
     match field.get(ev) {
         Value::Missing => return None,
@@ -657,7 +655,7 @@ fn insert(
             if t <= *lower {
                 *cursor += 1; // behind the window's edge
             } else if let Some(c) = counts {
-                *c.entry(v).or_insert(0) += 1;
+                c.increment(v);
             }
             // No read at or after the watermark can see these points.
             let horizon = watermark.saturating_sub(ms);
@@ -753,7 +751,7 @@ fn read(
                 let mut c = *cursor as usize;
                 while c < points.len() && points[c].0 <= t - ms {
                     if let Some(counts) = counts {
-                        decrement(counts, points[c].1);
+                        counts.decrement(points[c].1);
                     }
                     c += 1;
                 }
@@ -765,9 +763,9 @@ fn read(
                         return distinct_small(points.range(c..).map(|&(_, v)| v));
                     }
                     let counts = counts.get_or_insert_with(|| {
-                        let mut m: Box<CountMap> = Box::default();
+                        let mut m: Box<CountTable> = Box::default();
                         for &(_, v) in points.range(c..) {
-                            *m.entry(v).or_insert(0) += 1;
+                            m.increment(v);
                         }
                         m
                     });

@@ -160,6 +160,103 @@ impl<V> KeyTable<V> {
     }
 }
 
+/// How many times each 64-bit value (a keyed hash) occurs: the distinct
+/// count of a long sliding window. Open addressing like [`KeyTable`], one
+/// array of `(value, count)` whose slot for a value can be prefetched before
+/// the event's update touches it. Slots with count 0 are empty; the value 0,
+/// which marks nothing here, is counted like any other.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CountTable {
+    slots: Vec<(u64, u32)>,
+    len: usize,
+}
+
+impl CountTable {
+    /// Distinct values with a count above zero.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn home(&self, v: u64) -> usize {
+        // Values are keyed hashes already: their low bits are uniform.
+        v as usize & (self.slots.len() - 1)
+    }
+
+    /// Asks the CPU for the value's home slot (a hint; never faults).
+    #[inline]
+    pub fn prefetch(&self, v: u64) {
+        if !self.slots.is_empty() {
+            crate::state::prefetch(&self.slots[self.home(v)] as *const (u64, u32) as *const u8);
+        }
+    }
+
+    #[inline]
+    fn find(&self, v: u64) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(v);
+        loop {
+            match self.slots[i] {
+                (_, 0) => return Err(i),
+                (k, _) if k == v => return Ok(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub fn increment(&mut self, v: u64) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        match self.find(v) {
+            Ok(i) => self.slots[i].1 += 1,
+            Err(i) => {
+                self.slots[i] = (v, 1);
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Counts one occurrence less; a value not counted is left alone.
+    pub fn decrement(&mut self, v: u64) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let Ok(mut i) = self.find(v) else { return };
+        self.slots[i].1 -= 1;
+        if self.slots[i].1 > 0 {
+            return;
+        }
+        self.len -= 1;
+        // Backward shift, as in `KeyTable::remove`.
+        let mask = self.slots.len() - 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let (k, n) = self.slots[j];
+            if n == 0 {
+                break;
+            }
+            let home = self.home(k);
+            let in_range = if i <= j { home > i && home <= j } else { home > i || home <= j };
+            if !in_range {
+                self.slots[i] = (k, n);
+                self.slots[j].1 = 0;
+                i = j;
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(32);
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+        for (k, n) in old.into_iter().filter(|&(_, n)| n > 0) {
+            let Err(i) = self.find(k) else { unreachable!("values are unique") };
+            self.slots[i] = (k, n);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -195,5 +292,34 @@ mod tests {
         let slot = t.insert(0, 7);
         assert_eq!(t.find(0), Some(slot));
         assert_eq!(t.at(slot), &7);
+    }
+
+    #[test]
+    fn count_table_behaves_like_a_multiset() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut t = super::CountTable::default();
+        let mut m: HashMap<u64, u32> = HashMap::new();
+        for step in 0..60_000u64 {
+            // Few values, colliding low bits and the value 0, so runs are long.
+            let v = u64::from(rng.gen_range(0..400u32)) << 40 | u64::from(rng.gen_range(0..3u8));
+            if rng.gen_bool(0.55) {
+                t.increment(v);
+                *m.entry(v).or_insert(0) += 1;
+            } else {
+                t.decrement(v);
+                if let Some(n) = m.get_mut(&v) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&v);
+                    }
+                }
+            }
+            assert_eq!(t.len(), m.len(), "step {step}");
+            if step % 991 == 0 {
+                for (&v, &n) in &m {
+                    assert_eq!(t.find(v).map(|i| t.slots[i].1), Ok(n));
+                }
+            }
+        }
     }
 }
