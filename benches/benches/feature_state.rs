@@ -17,12 +17,8 @@ use riskd_core::event::{
     Entities, Event, EventKind, LoanApplication, Login, LoginMethod, Payload, Purpose, RepaymentMethod,
 };
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
-
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: &[u8; 30] = b"thp:always,metadata_thp:auto\0\0";
+// The allocator `riskd` uses.
+use riskd_alloc as _;
 
 const FEATURES: &str = r#"
 [settings]

@@ -10,6 +10,8 @@
 //! `scripts/bench.sh`). Each timing includes one `Instant::now()` pair,
 //! whose own cost is measured and reported as `timer`.
 
+// The allocator `riskd` uses.
+use riskd_alloc as _;
 use std::hint::black_box;
 use std::time::Instant;
 

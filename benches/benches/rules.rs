@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p riskd-benches --bench rules`
 
+// The allocator `riskd` uses.
+use riskd_alloc as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 

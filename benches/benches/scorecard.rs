@@ -9,6 +9,8 @@
 //! Also the shipped A card with 3 reason codes on the recorded applications.
 //! After criterion's figures, a plain timing loop prints p50/p99/p99.9.
 
+// The allocator `riskd` uses.
+use riskd_alloc as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

@@ -15,6 +15,8 @@
 //! Criterion reports means and medians; the tails come from the `latency`
 //! bench, which times the same work one call at a time.
 
+// The allocator `riskd` uses.
+use riskd_alloc as _;
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+// jemalloc with transparent huge pages: see the crate.
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use riskd_alloc as _;
 use riskd_core::KeyRing;
 use riskd_kafka::ops::{AdminToken, ADMIN_TOKEN_ENV};
 use riskd_pipeline::{Config, Deployment, Pipeline};
