@@ -73,10 +73,12 @@ struct Table {
 
 fn polars_features((py, pythonpath): &(String, String), features: &Path, events: &Path, order: &str) -> Table {
     let script = repo().join("scripts/parity/features_polars.py");
-    let out = Command::new(&py)
+    let out = Command::new(py)
         .arg(&script)
-        .args(["--features", &features.display().to_string()])
-        .args(["--events", &events.display().to_string()])
+        .arg("--features")
+        .arg(features)
+        .arg("--events")
+        .arg(events)
         .args(["--order", order])
         .env("PYTHONPATH", pythonpath)
         .output()
