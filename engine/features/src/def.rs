@@ -525,13 +525,28 @@ fn compile(
         );
         None
     };
+    // Sums, extremes, means and last values are of numbers (true/false read as 1/0).
+    let needs_number = |cx: &mut Ctx<'_>| -> Option<FieldId> {
+        let id = needs_of(cx)?;
+        let ty = id.spec().ty;
+        if matches!(ty, FieldType::Num | FieldType::Bool) {
+            return Some(id);
+        }
+        let of = raw.of.as_ref().expect("needs_of found it");
+        cx.err(
+            of.span(),
+            format!("`{agg_name}` needs a number, but `{}` is {ty}", of.get_ref()),
+            Some("count its distinct values with agg = \"distinct_count\", or filter on it with `where`".into()),
+        );
+        None
+    };
     let agg = match agg_name {
         "count" => Some(Aggregation::Count),
-        "sum" => needs_of(cx).map(Aggregation::Sum),
-        "min" => needs_of(cx).map(Aggregation::Min),
-        "max" => needs_of(cx).map(Aggregation::Max),
-        "mean" => needs_of(cx).map(Aggregation::Mean),
-        "last" => needs_of(cx).map(Aggregation::Last),
+        "sum" => needs_number(cx).map(Aggregation::Sum),
+        "min" => needs_number(cx).map(Aggregation::Min),
+        "max" => needs_number(cx).map(Aggregation::Max),
+        "mean" => needs_number(cx).map(Aggregation::Mean),
+        "last" => needs_number(cx).map(Aggregation::Last),
         "distinct_count" => needs_of(cx).map(Aggregation::DistinctCount),
         "time_since" => unit_ms(cx, &raw).map(|unit_ms| Aggregation::TimeSince { unit_ms }),
         "first_seen" => unit_ms(cx, &raw).map(|unit_ms| Aggregation::FirstSeen { unit_ms }),
@@ -638,6 +653,8 @@ mod tests {
             ("[[feature]]\nname = \"user.c\"\nentity = \"user\"\nagg = \"count\"\nunit = \"h\"\nwindow = \"1h\"\n", 5, 8, "`unit` applies only to time_since and first_seen", None),
             ("[[feature]]\nname = \"user.c\"\nentity = \"user+devise\"\nagg = \"count\"\nwindow = \"1h\"\n", 3, 10, "`devise` cannot be part of the composite entity `user+devise`", Some("did you mean `device`?")),
             ("[[feature]]\nname = \"user.c\"\nentity = \"user+user\"\nagg = \"count\"\nwindow = \"1h\"\n", 3, 10, "`user` cannot be part of the composite entity `user+user`", None),
+            ("[[feature]]\nname = \"user.p\"\nentity = \"user\"\nagg = \"last\"\nof = \"event.purpose\"\nwindow = \"lifetime\"\n", 5, 6, "`last` needs a number, but `event.purpose` is", Some("count its distinct values with agg = \"distinct_count\", or filter on it with `where`")),
+            ("[[feature]]\nname = \"user.i\"\nentity = \"user\"\nagg = \"max\"\nof = \"entity.ip\"\nwindow = \"1h\"\n", 5, 6, "`max` needs a number, but `entity.ip` is", None),
             ("[settings]\nmax_entities = 0\n", 2, 16, "max_entities must be at least 1", None),
             ("[settings]\nlifetime_idle_expiry = \"forever\"\n", 2, 24, "lifetime_idle_expiry is not a positive duration", None),
         ];
