@@ -329,24 +329,28 @@ impl FeatureEngine {
         self.points.clear();
         for table in &self.tables {
             let key = entity_key(self.keys, table.entity, ev);
-            let at = self.points.len();
             if let Some(key) = key {
                 table.map.prefetch(key);
-                // What the event contributes to each of this table's
-                // features (None: it does not count there).
+            }
+            self.found.push((key, None, 0));
+        }
+        for ((key, slot, _), table) in self.found.iter_mut().zip(&self.tables) {
+            *slot = key.and_then(|k| table.map.find(k));
+            if let Some(i) = *slot {
+                prefetch_lines(&table.map.at(i).series);
+            }
+        }
+        // While the series arrive: what the event contributes to each
+        // feature of each table (None: it does not count there).
+        for ((key, _, at), table) in self.found.iter_mut().zip(&self.tables) {
+            *at = self.points.len();
+            if key.is_some() {
                 self.points.extend(table.features.iter().map(|&i| {
                     let def = &set.defs[i];
                     (def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev))
                         .then(|| point_value(self.keys, &def.agg, ev, &mut self.hashed))
                         .flatten()
                 }));
-            }
-            self.found.push((key, None, at));
-        }
-        for ((key, slot, _), table) in self.found.iter_mut().zip(&self.tables) {
-            *slot = key.and_then(|k| table.map.find(k));
-            if let Some(i) = *slot {
-                prefetch_lines(&table.map.at(i).series);
             }
         }
         // Then what the series point to, for all entities at once.
