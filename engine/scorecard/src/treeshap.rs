@@ -1,0 +1,418 @@
+//! Exact path-dependent TreeSHAP (Lundberg et al. 2018), as LightGBM's
+//! `predict_contrib` computes it, without allocating per row.
+//!
+//! For one leaf, let P be the distinct features split on along its path
+//! (k of them), z_j the product of the cover fractions (training row counts,
+//! child over parent) of the path's splits on j, and o_j 1 when the row
+//! follows every split on j along the path, else 0. The leaf adds to φ_j
+//!
+//! ```text
+//!   v · (o_j − z_j) · Σ_{S ⊆ P∖{j}, o_m = 1 ∀ m ∈ S}  |S|! (k−|S|−1)! / k! · Π_{m ∈ P∖{j}∖S} z_m
+//! ```
+//!
+//! which depends on the row only through the k bits o. For trees whose
+//! leaves have short paths this is tabulated at load, per leaf and per bit
+//! pattern (k values each), so a row costs one decision per internal node,
+//! k mask tests per leaf and k additions. Trees whose tables would be large
+//! use the classic recursive algorithm (the paper's Algorithm 2, the one
+//! LightGBM runs) with a path buffer the caller owns.
+//!
+//! The bias is the sum of the trees' expected values (leaf values weighted
+//! by their training row counts), so contributions and bias add up to the
+//! raw score (log-odds) of the row.
+
+use crate::trees::{Forest, Tree};
+
+/// Per-tree table size (values) above which the recursive algorithm is used.
+pub const DEFAULT_TABLE_LIMIT: usize = 1 << 14;
+
+/// Paths with more distinct features than this are never tabulated.
+const MAX_TABLE_FEATURES: usize = 12;
+
+/// A forest prepared for SHAP contributions. Shared between workers; each
+/// keeps its own [`Scratch`].
+#[derive(Clone)]
+pub struct Explainer {
+    width: usize,
+    bias: f64,
+    trees: Vec<Plan>,
+    /// Path buffer length the recursive trees need.
+    path_len: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Plan {
+    /// A single leaf: only the bias.
+    Constant,
+    Table(TableTree),
+    Recursive(Tree),
+}
+
+#[derive(Clone, Debug)]
+struct TableTree {
+    tree: Tree,
+    leaves: Vec<LeafPlan>,
+    features: Vec<PathFeature>,
+    table: Vec<f64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LeafPlan {
+    /// The leaf's distinct path features: `features[first..first + k]`.
+    first: u32,
+    k: u32,
+    /// Start of the leaf's table: `2^k` rows of k values.
+    table: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PathFeature {
+    feature: u32,
+    /// The path's internal nodes that split on this feature (bit = node index)…
+    nodes: u64,
+    /// …and, among them, those where the path goes left.
+    left: u64,
+}
+
+/// Per-worker buffer for the recursive trees.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    path: Vec<PathElement>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PathElement {
+    feature: i32,
+    zero: f64,
+    one: f64,
+    pweight: f64,
+}
+
+impl Explainer {
+    pub fn new(forest: &Forest) -> Explainer {
+        Explainer::with_table_limit(forest, DEFAULT_TABLE_LIMIT)
+    }
+
+    /// With a per-tree table limit (0: every tree recursive).
+    pub fn with_table_limit(forest: &Forest, limit: usize) -> Explainer {
+        let mut bias = 0.0;
+        let mut path_len = 0;
+        let mut trees = Vec::with_capacity(forest.trees.len());
+        for tree in &forest.trees {
+            // Summed tree by tree, in order, as LightGBM does.
+            bias += tree.expected_value();
+            if tree.num_internal() == 0 {
+                trees.push(Plan::Constant);
+                continue;
+            }
+            let paths = leaf_paths(tree);
+            match TableTree::build(tree, &paths, limit) {
+                Some(t) => trees.push(Plan::Table(t)),
+                None => {
+                    let depth = paths.iter().map(Vec::len).max().unwrap_or(0);
+                    path_len = path_len.max((depth + 2) * (depth + 3) / 2);
+                    trees.push(Plan::Recursive(tree.clone()));
+                }
+            }
+        }
+        Explainer { width: forest.width, bias, trees, path_len }
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Values written by [`contributions`](Self::contributions): one per input, then the bias.
+    pub fn len(&self) -> usize {
+        self.width + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The expected raw score over the training rows.
+    pub fn bias(&self) -> f64 {
+        self.bias
+    }
+
+    /// How many trees use tables and how many the recursive algorithm.
+    pub fn table_trees(&self) -> (usize, usize) {
+        let tables = self.trees.iter().filter(|p| matches!(p, Plan::Table(_))).count();
+        let recursive = self.trees.iter().filter(|p| matches!(p, Plan::Recursive(_))).count();
+        (tables, recursive)
+    }
+
+    /// Values held in tables, over all trees.
+    pub fn table_values(&self) -> usize {
+        self.trees.iter().map(|p| if let Plan::Table(t) = p { t.table.len() } else { 0 }).sum()
+    }
+
+    pub fn scratch(&self) -> Scratch {
+        Scratch { path: vec![PathElement::default(); self.path_len] }
+    }
+
+    /// SHAP contributions of `row` (exactly [`width`](Self::width) values)
+    /// into `out` (at least [`len`](Self::len)): one per input, then the bias.
+    pub fn contributions(&self, row: &[f64], scratch: &mut Scratch, out: &mut [f64]) {
+        assert!(row.len() == self.width && out.len() > self.width, "row or output of the wrong size");
+        let out = &mut out[..=self.width];
+        out.fill(0.0);
+        out[self.width] = self.bias;
+        if scratch.path.len() < self.path_len {
+            // Only when the scratch came from another explainer.
+            scratch.path.resize(self.path_len, PathElement::default());
+        }
+        for plan in &self.trees {
+            match plan {
+                Plan::Constant => {}
+                Plan::Table(t) => t.add(row, out),
+                Plan::Recursive(tree) => {
+                    let root = PathElement { feature: -1, zero: 1.0, one: 1.0, pweight: 0.0 };
+                    recurse(tree, row, out, &mut scratch.path, 0, 0, 0, root);
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Explainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (tables, recursive) = self.table_trees();
+        f.debug_struct("Explainer")
+            .field("width", &self.width)
+            .field("trees", &self.trees.len())
+            .field("table_trees", &tables)
+            .field("recursive_trees", &recursive)
+            .field("table_values", &self.table_values())
+            .finish()
+    }
+}
+
+/// For each leaf, its path from the root: (internal node, goes left).
+fn leaf_paths(tree: &Tree) -> Vec<Vec<(usize, bool)>> {
+    let mut paths = vec![Vec::new(); tree.num_leaves()];
+    let mut stack = vec![(0i32, Vec::new())];
+    while let Some((node, path)) = stack.pop() {
+        if node < 0 {
+            paths[!node as usize] = path;
+            continue;
+        }
+        let n = node as usize;
+        let mut l = path.clone();
+        l.push((n, true));
+        let mut r = path;
+        r.push((n, false));
+        stack.push((tree.left[n], l));
+        stack.push((tree.right[n], r));
+    }
+    paths
+}
+
+impl TableTree {
+    fn build(tree: &Tree, paths: &[Vec<(usize, bool)>], limit: usize) -> Option<TableTree> {
+        if tree.num_internal() > 64 {
+            return None;
+        }
+        let mut leaves = Vec::with_capacity(paths.len());
+        let mut features: Vec<PathFeature> = Vec::new();
+        let mut zs: Vec<Vec<f64>> = Vec::with_capacity(paths.len());
+        let mut size = 0usize;
+        for path in paths {
+            let first = features.len();
+            let mut z: Vec<f64> = Vec::new();
+            for &(node, left) in path {
+                let f = tree.split_feature[node];
+                let child = if left { tree.left[node] } else { tree.right[node] };
+                let fraction = tree.count(child) / tree.internal_count[node];
+                let i = match features[first..].iter().position(|p| p.feature == f) {
+                    Some(i) => i,
+                    None => {
+                        features.push(PathFeature { feature: f, nodes: 0, left: 0 });
+                        z.push(1.0);
+                        features.len() - first - 1
+                    }
+                };
+                let p = &mut features[first + i];
+                p.nodes |= 1 << node;
+                if left {
+                    p.left |= 1 << node;
+                }
+                z[i] *= fraction;
+            }
+            let k = z.len();
+            if k > MAX_TABLE_FEATURES {
+                return None;
+            }
+            leaves.push(LeafPlan { first: first as u32, k: k as u32, table: size as u32 });
+            size += k << k;
+            if size > limit {
+                return None;
+            }
+            zs.push(z);
+        }
+        let mut table = vec![0.0; size];
+        for ((leaf, z), &v) in leaves.iter().zip(&zs).zip(&tree.leaf_value) {
+            fill_leaf_table(v, z, &mut table[leaf.table as usize..][..(z.len() << z.len())]);
+        }
+        Some(TableTree { tree: tree.clone(), leaves, features, table })
+    }
+
+    #[inline]
+    fn add(&self, row: &[f64], out: &mut [f64]) {
+        let t = &self.tree;
+        let mut went_left = 0u64;
+        for n in 0..t.num_internal() {
+            if t.goes_left(n, row[t.split_feature[n] as usize]) {
+                went_left |= 1 << n;
+            }
+        }
+        for leaf in &self.leaves {
+            let k = leaf.k as usize;
+            let features = &self.features[leaf.first as usize..][..k];
+            let mut pattern = 0usize;
+            for (i, f) in features.iter().enumerate() {
+                pattern |= usize::from((went_left ^ f.left) & f.nodes == 0) << i;
+            }
+            let values = &self.table[leaf.table as usize + pattern * k..][..k];
+            for (f, v) in features.iter().zip(values) {
+                out[f.feature as usize] += v;
+            }
+        }
+    }
+}
+
+/// The leaf's contribution to each of its k path features, for each bit
+/// pattern of "the row follows the path's splits on this feature".
+fn fill_leaf_table(v: f64, z: &[f64], table: &mut [f64]) {
+    let k = z.len();
+    if k == 0 {
+        return;
+    }
+    // Shapley weight of a coalition of s of the other k-1 features: s!(k-s-1)!/k!.
+    let weight: Vec<f64> = (0..k).map(|s| 1.0 / (k as f64 * binomial(k - 1, s))).collect();
+    let mut poly = vec![0.0; k];
+    for pattern in 0..1usize << k {
+        for j in 0..k {
+            // Coefficient s: coalitions S of s features among the others that
+            // the row follows, times the cover of the others not in S.
+            poly.fill(0.0);
+            poly[0] = 1.0;
+            let mut degree = 0;
+            for (m, &zm) in z.iter().enumerate().filter(|&(m, _)| m != j) {
+                if pattern >> m & 1 == 1 {
+                    degree += 1;
+                    for s in (1..=degree).rev() {
+                        poly[s] = poly[s] * zm + poly[s - 1];
+                    }
+                    poly[0] *= zm;
+                } else {
+                    for c in &mut poly[..=degree] {
+                        *c *= zm;
+                    }
+                }
+            }
+            let sum: f64 = poly[..=degree].iter().zip(&weight).map(|(c, w)| c * w).sum();
+            let o = (pattern >> j & 1) as f64;
+            table[pattern * k + j] = v * (o - z[j]) * sum;
+        }
+    }
+}
+
+fn binomial(n: usize, r: usize) -> f64 {
+    (0..r).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
+}
+
+/// LightGBM's `Tree::TreeSHAP`: the unique path of `node` is kept at
+/// `path[offset + depth..]`, after its parent's, so both subtrees start from
+/// the same parent path without copying it back.
+#[allow(clippy::too_many_arguments)]
+fn recurse(
+    tree: &Tree,
+    row: &[f64],
+    phi: &mut [f64],
+    path: &mut [PathElement],
+    parent_offset: usize,
+    node: i32,
+    mut depth: usize,
+    incoming: PathElement,
+) {
+    let offset = parent_offset + depth;
+    path.copy_within(parent_offset..offset, offset);
+    let unique = &mut path[offset..];
+    extend(unique, depth, incoming.zero, incoming.one, incoming.feature);
+    if node < 0 {
+        let value = tree.leaf_value[!node as usize];
+        for i in 1..=depth {
+            let w = unwound_sum(unique, depth, i);
+            let el = unique[i];
+            phi[el.feature as usize] += w * (el.one - el.zero) * value;
+        }
+        return;
+    }
+    let n = node as usize;
+    let feature = tree.split_feature[n] as i32;
+    let (hot, cold) = if tree.goes_left(n, row[feature as usize]) {
+        (tree.left[n], tree.right[n])
+    } else {
+        (tree.right[n], tree.left[n])
+    };
+    let w = tree.internal_count[n];
+    let (hot_zero, cold_zero) = (tree.count(hot) / w, tree.count(cold) / w);
+    let (mut in_zero, mut in_one) = (1.0, 1.0);
+    if let Some(i) = (0..=depth).find(|&i| unique[i].feature == feature) {
+        in_zero = unique[i].zero;
+        in_one = unique[i].one;
+        unwind(unique, depth, i);
+        depth -= 1;
+    }
+    let child = |zero, one| PathElement { feature, zero, one, pweight: 0.0 };
+    recurse(tree, row, phi, path, offset, hot, depth + 1, child(hot_zero * in_zero, in_one));
+    recurse(tree, row, phi, path, offset, cold, depth + 1, child(cold_zero * in_zero, 0.0));
+}
+
+fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: i32) {
+    path[depth] = PathElement { feature, zero, one, pweight: if depth == 0 { 1.0 } else { 0.0 } };
+    let d1 = (depth + 1) as f64;
+    for i in (0..depth).rev() {
+        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 / d1;
+        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 / d1;
+    }
+}
+
+fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
+    let PathElement { one, zero, .. } = path[index];
+    let d1 = (depth + 1) as f64;
+    let mut next_one = path[depth].pweight;
+    for i in (0..depth).rev() {
+        if one != 0.0 {
+            let tmp = path[i].pweight;
+            path[i].pweight = next_one * d1 / ((i + 1) as f64 * one);
+            next_one = tmp - path[i].pweight * zero * (depth - i) as f64 / d1;
+        } else {
+            path[i].pweight = (path[i].pweight * d1) / (zero * (depth - i) as f64);
+        }
+    }
+    for i in index..depth {
+        path[i].feature = path[i + 1].feature;
+        path[i].zero = path[i + 1].zero;
+        path[i].one = path[i + 1].one;
+    }
+}
+
+fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
+    let PathElement { one, zero, .. } = path[index];
+    let d1 = (depth + 1) as f64;
+    let mut next_one = path[depth].pweight;
+    let mut total = 0.0;
+    for i in (0..depth).rev() {
+        if one != 0.0 {
+            let tmp = next_one * d1 / ((i + 1) as f64 * one);
+            total += tmp;
+            next_one = path[i].pweight - tmp * zero * ((depth - i) as f64 / d1);
+        } else {
+            total += (path[i].pweight / zero) / ((depth - i) as f64 / d1);
+        }
+    }
+    total
+}
