@@ -144,6 +144,9 @@ impl Forest {
             if line == "end of trees" {
                 break;
             }
+            if line == "average_output" {
+                return Err(header_error("average_output (random forest) models are not supported"));
+            }
             let Some((key, value)) = line.split_once('=') else { continue };
             match key {
                 "max_feature_idx" => {
@@ -154,9 +157,6 @@ impl Forest {
                     return Err(header_error(format!(
                         "{key}={value}: only models with one tree per iteration (binary) are supported"
                     )));
-                }
-                "average_output" => {
-                    return Err(header_error("average_output (random forest) models are not supported"));
                 }
                 _ => {}
             }
@@ -306,5 +306,79 @@ impl<'a> Block<'a> {
             cat_boundaries,
             cat_threshold,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nmax_feature_idx=1\n\n";
+    const TREE: &str = "Tree=0
+num_leaves=3
+num_cat=0
+split_feature=0 1
+threshold=1 2
+decision_type=2 0
+left_child=1 -2
+right_child=-1 -3
+leaf_value=0.1 0.2 0.3
+leaf_count=4 5 6
+internal_count=15 11
+is_linear=0
+shrinkage=1
+
+";
+
+    fn error(text: &str) -> String {
+        Forest::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_trees_and_takes_lightgbm_decisions() {
+        let forest = Forest::parse(&format!("{HEADER}{TREE}end of trees\n")).unwrap();
+        assert_eq!((forest.width, forest.trees.len()), (2, 1));
+        let t = &forest.trees[0];
+        // NaN with missing type None is taken as 0; 0 <= 1 goes left.
+        assert_eq!(t.leaf(&[f64::NAN, 0.0]), 1);
+        assert_eq!(t.leaf(&[1.0, 2.0]), 1);
+        assert_eq!(t.leaf(&[1.0, 2.5]), 2);
+        assert_eq!(t.leaf(&[1.5, 0.0]), 0);
+        assert!((t.expected_value() - (4.0 * 0.1 + 5.0 * 0.2 + 6.0 * 0.3) / 15.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        let model = |tree: &str| format!("{HEADER}{tree}end of trees\n");
+        let cases = [
+            (HEADER.replace("num_class=1", "num_class=3"), "num_class=3: only models with one tree per iteration"),
+            (format!("{HEADER}average_output\n{TREE}"), "average_output (random forest)"),
+            (model(TREE).replace("max_feature_idx=1\n", ""), "no max_feature_idx"),
+            (HEADER.to_string(), "the model has no trees"),
+            (model(TREE).replace("Tree=0", "Tree=1"), "found `Tree=1` where Tree=0 was expected"),
+            (model(TREE).replace("is_linear=0", "is_linear=1"), "Tree=0: linear trees (is_linear=1) are not supported"),
+            (model(TREE).replace("leaf_value=0.1 0.2 0.3", "leaf_value=0.1 0.2"), "`leaf_value` has 2 values where 3"),
+            (model(TREE).replace("threshold=1 2", "threshold=1 x"), "`threshold` has `x`, which is not a valid number"),
+            (
+                model(TREE).replace("split_feature=0 1", "split_feature=0 2"),
+                "node 1 splits on input 2, past the model's 2",
+            ),
+            (model(TREE).replace("left_child=1 -2", "left_child=1 1"), "the lists do not make a tree"),
+            (model(TREE).replace("right_child=-1 -3", "right_child=-1 -2"), "the lists do not make a tree"),
+            (model(TREE).replace("left_child=1 -2", "left_child=1 -4"), "the lists do not make a tree"),
+            (model(TREE).replace("internal_count=15 11", "internal_count=15 0"), "`internal_count` has a count of 0"),
+            (
+                model(TREE).replace("decision_type=2 0", "decision_type=2 1"),
+                "node 1 names category set 2, but the tree has 0",
+            ),
+            (
+                model(TREE).replace("num_cat=0", "num_cat=1\ncat_boundaries=0 2\ncat_threshold=1"),
+                "`cat_threshold` has 1 values where 2",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = error(&text);
+            assert!(got.contains(want), "{got}\n  should say: {want}");
+        }
     }
 }

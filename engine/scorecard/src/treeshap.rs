@@ -416,3 +416,141 @@ fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four inputs; tree 0 splits twice on input 0 along one path, once on a
+    /// category set (codes 1, 3 and 40: two bitset words), once with NaN
+    /// going left and once with zero as missing; tree 1 is a constant.
+    const MODEL: &str = "tree
+version=v4
+num_class=1
+num_tree_per_iteration=1
+max_feature_idx=3
+objective=binary sigmoid:1
+
+Tree=0
+num_leaves=5
+num_cat=1
+split_feature=0 1 2 0
+threshold=5 0 1.5 2
+decision_type=0 1 10 4
+left_child=1 -1 -2 -4
+right_child=2 3 -3 -5
+leaf_value=-0.4 0.3 0.9 -1.1 0.05
+leaf_count=25 15 25 20 15
+internal_count=100 60 40 35
+cat_boundaries=0 2
+cat_threshold=10 256
+is_linear=0
+shrinkage=1
+
+
+Tree=1
+num_leaves=1
+num_cat=0
+split_feature=
+threshold=
+decision_type=
+left_child=
+right_child=
+leaf_value=0.25
+is_linear=0
+shrinkage=1
+
+
+Tree=2
+num_leaves=3
+num_cat=0
+split_feature=3 1
+threshold=0 7.5
+decision_type=2 0
+left_child=-1 -2
+right_child=1 -3
+leaf_value=0.2 -0.3 0.6
+leaf_count=30 50 20
+internal_count=100 70
+is_linear=0
+shrinkage=1
+
+
+end of trees
+";
+
+    /// E[tree | the inputs in `known` are the row's], the others following
+    /// the training rows (the cover) at each split.
+    fn conditional(tree: &Tree, node: i32, row: &[f64], known: u32) -> f64 {
+        if tree.num_internal() == 0 {
+            return tree.leaf_value[0];
+        }
+        if node < 0 {
+            return tree.leaf_value[!node as usize];
+        }
+        let n = node as usize;
+        let f = tree.split_feature[n] as usize;
+        let (l, r) = (tree.left[n], tree.right[n]);
+        if known >> f & 1 == 1 {
+            conditional(tree, if tree.goes_left(n, row[f]) { l } else { r }, row, known)
+        } else {
+            (tree.count(l) * conditional(tree, l, row, known) + tree.count(r) * conditional(tree, r, row, known))
+                / tree.internal_count[n]
+        }
+    }
+
+    /// Shapley values by their definition, over every coalition.
+    fn shapley(forest: &Forest, row: &[f64]) -> Vec<f64> {
+        let m = forest.width;
+        let value = |known: u32| -> f64 { forest.trees.iter().map(|t| conditional(t, 0, row, known)).sum() };
+        let fact = |n: usize| (1..=n).map(|i| i as f64).product::<f64>();
+        let mut phi = vec![0.0; m + 1];
+        for (j, p) in phi.iter_mut().enumerate().take(m) {
+            for s in 0..1u32 << m {
+                if s >> j & 1 == 1 {
+                    continue;
+                }
+                let size = s.count_ones() as usize;
+                *p += fact(size) * fact(m - size - 1) / fact(m) * (value(s | 1 << j) - value(s));
+            }
+        }
+        phi[m] = value(0);
+        phi
+    }
+
+    #[test]
+    fn tables_and_recursion_equal_shapley_values_by_definition() {
+        let forest = Forest::parse(MODEL).unwrap();
+        let tables = Explainer::new(&forest);
+        let recursive = Explainer::with_table_limit(&forest, 0);
+        assert_eq!(tables.table_trees(), (2, 0));
+        assert_eq!(recursive.table_trees(), (0, 2));
+        let choices: [&[f64]; 4] = [
+            &[f64::NAN, 0.0, 1e-36, 1.0, 2.0, 2.5, 5.0, 6.0, -3.0, f64::INFINITY],
+            &[f64::NAN, -1.0, -0.5, 0.0, 1.0, 2.0, 3.0, 3.9, 7.5, 40.0, 41.0, 1e10],
+            &[f64::NAN, 0.0, 1.5, 1.6, -2.0],
+            &[f64::NAN, 0.0, -1e-36, 1.0, -1.0],
+        ];
+        let (mut a, mut b) = (vec![0.0; 5], vec![0.0; 5]);
+        let (mut sa, mut sb) = (tables.scratch(), recursive.scratch());
+        let mut i = 0usize;
+        for x0 in choices[0] {
+            for x1 in choices[1] {
+                for x2 in choices[2] {
+                    let x3 = choices[3][i % choices[3].len()];
+                    i += 1;
+                    let row = [*x0, *x1, *x2, x3];
+                    let want = shapley(&forest, &row);
+                    tables.contributions(&row, &mut sa, &mut a);
+                    recursive.contributions(&row, &mut sb, &mut b);
+                    for k in 0..5 {
+                        assert!((a[k] - want[k]).abs() < 1e-12, "{row:?} [{k}]: tables {} vs {}", a[k], want[k]);
+                        assert!((b[k] - want[k]).abs() < 1e-12, "{row:?} [{k}]: recursive {} vs {}", b[k], want[k]);
+                    }
+                    let sum: f64 = a.iter().sum();
+                    assert!((sum - forest.raw_score(&row)).abs() < 1e-12, "{row:?}: sum {sum}");
+                }
+            }
+        }
+    }
+}
