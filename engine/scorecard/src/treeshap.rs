@@ -10,12 +10,28 @@
 //!   v · (o_j − z_j) · Σ_{S ⊆ P∖{j}, o_m = 1 ∀ m ∈ S}  |S|! (k−|S|−1)! / k! · Π_{m ∈ P∖{j}∖S} z_m
 //! ```
 //!
-//! which depends on the row only through the k bits o. For trees whose
-//! leaves have short paths this is tabulated at load, per leaf and per bit
-//! pattern (k values each), so a row costs one decision per internal node,
-//! k mask tests per leaf and k additions. Trees whose tables would be large
-//! use the classic recursive algorithm (the paper's Algorithm 2, the one
-//! LightGBM runs) with a path buffer the caller owns.
+//! Let H be the features the row follows (o = 1) and C the others. A term
+//! with m ∈ C among the unknowns S is zero, so the sum is over S ⊆ H∖{j},
+//! and every cold feature outside S contributes its z:
+//!
+//! ```text
+//!   j ∈ C:  −v · Π_{m ∈ C} z_m · g(H)
+//!   j ∈ H:   v · (1 − z_j) · Π_{m ∈ C} z_m · g(H∖{j})
+//!   g(Q) = Σ_{S ⊆ Q} |S|! (k−|S|−1)! / k! · Π_{m ∈ Q∖S} z_m
+//! ```
+//!
+//! g depends only on which of the leaf's k features are in Q, so it is
+//! tabulated at load, one value per subset (2^k per leaf). A row then costs
+//! one decision per internal node and, per leaf, k mask tests, a product
+//! over its cold features, k + 1 table reads and k additions.
+//!
+//! A small tree's contributions depend on the row only through its n node
+//! decisions; for n up to 10 (the shipped A card has 7) the whole tree is
+//! tabulated per combination of decisions, from the leaf tables, and a row
+//! costs n decisions and one addition per distinct feature of the tree.
+//! Trees whose leaf tables would be large use the classic recursive
+//! algorithm (the paper's Algorithm 2, the one LightGBM runs) with a path
+//! buffer the caller owns.
 //!
 //! The bias is the sum of the trees' expected values (leaf values weighted
 //! by their training row counts), so contributions and bias add up to the
@@ -24,10 +40,17 @@
 use crate::trees::{Forest, Tree};
 
 /// Per-tree table size (values) above which the recursive algorithm is used.
-pub const DEFAULT_TABLE_LIMIT: usize = 1 << 14;
+pub const DEFAULT_TABLE_LIMIT: usize = 1 << 15;
 
 /// Paths with more distinct features than this are never tabulated.
-const MAX_TABLE_FEATURES: usize = 12;
+const MAX_TABLE_FEATURES: usize = 13;
+
+/// Per-tree size (values) of a table over node decisions above which the
+/// leaf tables are used instead.
+pub const DEFAULT_DECISION_LIMIT: usize = 1 << 12;
+
+/// Trees with more internal nodes than this are never tabulated by decisions.
+const MAX_DECISION_NODES: usize = 10;
 
 /// A forest prepared for SHAP contributions. Shared between workers; each
 /// keeps its own [`Scratch`].
@@ -44,8 +67,19 @@ pub struct Explainer {
 enum Plan {
     /// A single leaf: only the bias.
     Constant,
+    Decisions(DecisionTable),
     Table(TableTree),
     Recursive(Tree),
+}
+
+/// A small tree's contributions for each combination of its node decisions
+/// (bit n set: the row goes left at node n): 2^n rows of one value per
+/// distinct feature the tree splits on.
+#[derive(Clone, Debug)]
+struct DecisionTable {
+    tree: Tree,
+    features: Vec<u32>,
+    table: Vec<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,8 +95,9 @@ struct LeafPlan {
     /// The leaf's distinct path features: `features[first..first + k]`.
     first: u32,
     k: u32,
-    /// Start of the leaf's table: `2^k` rows of k values.
+    /// Start of the leaf's g: `2^k` values, indexed by subset bit mask.
     table: u32,
+    value: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +107,10 @@ struct PathFeature {
     nodes: u64,
     /// …and, among them, those where the path goes left.
     left: u64,
+    /// The product of the cover fractions of those splits.
+    z: f64,
+    /// v · (1 − z), v the leaf value: the factor when the row follows.
+    hot_value: f64,
 }
 
 /// Per-worker buffer for the recursive trees.
@@ -90,11 +129,12 @@ struct PathElement {
 
 impl Explainer {
     pub fn new(forest: &Forest) -> Explainer {
-        Explainer::with_table_limit(forest, DEFAULT_TABLE_LIMIT)
+        Explainer::with_limits(forest, DEFAULT_TABLE_LIMIT, DEFAULT_DECISION_LIMIT)
     }
 
-    /// With a per-tree table limit (0: every tree recursive).
-    pub fn with_table_limit(forest: &Forest, limit: usize) -> Explainer {
+    /// With per-tree limits on the size of leaf tables (0: every tree
+    /// recursive) and of tables over node decisions (0: none).
+    pub fn with_limits(forest: &Forest, limit: usize, decision_limit: usize) -> Explainer {
         let mut bias = 0.0;
         let mut path_len = 0;
         let mut trees = Vec::with_capacity(forest.trees.len());
@@ -107,7 +147,10 @@ impl Explainer {
             }
             let paths = leaf_paths(tree);
             match TableTree::build(tree, &paths, limit) {
-                Some(t) => trees.push(Plan::Table(t)),
+                Some(t) => match DecisionTable::build(&t, forest.width, decision_limit) {
+                    Some(d) => trees.push(Plan::Decisions(d)),
+                    None => trees.push(Plan::Table(t)),
+                },
                 None => {
                     let depth = paths.iter().map(Vec::len).max().unwrap_or(0);
                     path_len = path_len.max((depth + 2) * (depth + 3) / 2);
@@ -136,16 +179,25 @@ impl Explainer {
         self.bias
     }
 
-    /// How many trees use tables and how many the recursive algorithm.
-    pub fn table_trees(&self) -> (usize, usize) {
-        let tables = self.trees.iter().filter(|p| matches!(p, Plan::Table(_))).count();
-        let recursive = self.trees.iter().filter(|p| matches!(p, Plan::Recursive(_))).count();
-        (tables, recursive)
+    /// How many trees use each method: tables over node decisions, leaf
+    /// tables, the recursive algorithm.
+    pub fn methods(&self) -> (usize, usize, usize) {
+        let count = |f: fn(&Plan) -> bool| self.trees.iter().filter(|p| f(p)).count();
+        (
+            count(|p| matches!(p, Plan::Decisions(_))),
+            count(|p| matches!(p, Plan::Table(_))),
+            count(|p| matches!(p, Plan::Recursive(_))),
+        )
     }
 
     /// Values held in tables, over all trees.
     pub fn table_values(&self) -> usize {
-        self.trees.iter().map(|p| if let Plan::Table(t) = p { t.table.len() } else { 0 }).sum()
+        let size = |p: &Plan| match p {
+            Plan::Decisions(d) => d.table.len(),
+            Plan::Table(t) => t.table.len(),
+            _ => 0,
+        };
+        self.trees.iter().map(size).sum()
     }
 
     pub fn scratch(&self) -> Scratch {
@@ -166,6 +218,7 @@ impl Explainer {
         for plan in &self.trees {
             match plan {
                 Plan::Constant => {}
+                Plan::Decisions(d) => d.add(row, out),
                 Plan::Table(t) => t.add(row, out),
                 Plan::Recursive(tree) => {
                     let root = PathElement { feature: -1, zero: 1.0, one: 1.0, pweight: 0.0 };
@@ -178,11 +231,12 @@ impl Explainer {
 
 impl std::fmt::Debug for Explainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (tables, recursive) = self.table_trees();
+        let (decisions, tables, recursive) = self.methods();
         f.debug_struct("Explainer")
             .field("width", &self.width)
             .field("trees", &self.trees.len())
-            .field("table_trees", &tables)
+            .field("decision_table_trees", &decisions)
+            .field("leaf_table_trees", &tables)
             .field("recursive_trees", &recursive)
             .field("table_values", &self.table_values())
             .finish()
@@ -216,11 +270,9 @@ impl TableTree {
         }
         let mut leaves = Vec::with_capacity(paths.len());
         let mut features: Vec<PathFeature> = Vec::new();
-        let mut zs: Vec<Vec<f64>> = Vec::with_capacity(paths.len());
         let mut size = 0usize;
-        for path in paths {
+        for (path, &value) in paths.iter().zip(&tree.leaf_value) {
             let first = features.len();
-            let mut z: Vec<f64> = Vec::new();
             for &(node, left) in path {
                 let f = tree.split_feature[node];
                 let child = if left { tree.left[node] } else { tree.right[node] };
@@ -228,8 +280,7 @@ impl TableTree {
                 let i = match features[first..].iter().position(|p| p.feature == f) {
                     Some(i) => i,
                     None => {
-                        features.push(PathFeature { feature: f, nodes: 0, left: 0 });
-                        z.push(1.0);
+                        features.push(PathFeature { feature: f, nodes: 0, left: 0, z: 1.0, hot_value: 0.0 });
                         features.len() - first - 1
                     }
                 };
@@ -238,84 +289,126 @@ impl TableTree {
                 if left {
                     p.left |= 1 << node;
                 }
-                z[i] *= fraction;
+                p.z *= fraction;
             }
-            let k = z.len();
+            for p in &mut features[first..] {
+                p.hot_value = value * (1.0 - p.z);
+            }
+            let k = features.len() - first;
             if k > MAX_TABLE_FEATURES {
                 return None;
             }
-            leaves.push(LeafPlan { first: first as u32, k: k as u32, table: size as u32 });
-            size += k << k;
+            leaves.push(LeafPlan { first: first as u32, k: k as u32, table: size as u32, value });
+            size += 1 << k;
             if size > limit {
                 return None;
             }
-            zs.push(z);
         }
         let mut table = vec![0.0; size];
-        for ((leaf, z), &v) in leaves.iter().zip(&zs).zip(&tree.leaf_value) {
-            fill_leaf_table(v, z, &mut table[leaf.table as usize..][..(z.len() << z.len())]);
+        let mut z = Vec::new();
+        for leaf in &leaves {
+            z.clear();
+            z.extend(features[leaf.first as usize..][..leaf.k as usize].iter().map(|p| p.z));
+            fill_subset_table(&z, &mut table[leaf.table as usize..][..1 << leaf.k]);
         }
         Some(TableTree { tree: tree.clone(), leaves, features, table })
     }
 
     #[inline]
     fn add(&self, row: &[f64], out: &mut [f64]) {
-        let t = &self.tree;
-        let mut went_left = 0u64;
-        for n in 0..t.num_internal() {
-            if t.goes_left(n, row[t.split_feature[n] as usize]) {
-                went_left |= 1 << n;
-            }
-        }
+        self.add_leaves(decisions(&self.tree, row), out);
+    }
+
+    /// The leaves' contributions for a row whose node decisions are `went_left`.
+    #[inline]
+    fn add_leaves(&self, went_left: u64, out: &mut [f64]) {
         for leaf in &self.leaves {
-            let k = leaf.k as usize;
-            let features = &self.features[leaf.first as usize..][..k];
-            let mut pattern = 0usize;
+            let features = &self.features[leaf.first as usize..][..leaf.k as usize];
+            let g = &self.table[leaf.table as usize..][..1 << leaf.k];
+            let (mut hot, mut cold_z) = (0usize, 1.0);
             for (i, f) in features.iter().enumerate() {
-                pattern |= usize::from((went_left ^ f.left) & f.nodes == 0) << i;
+                let follows = (went_left ^ f.left) & f.nodes == 0;
+                hot |= usize::from(follows) << i;
+                cold_z *= [f.z, 1.0][usize::from(follows)];
             }
-            let values = &self.table[leaf.table as usize + pattern * k..][..k];
-            for (f, v) in features.iter().zip(values) {
-                out[f.feature as usize] += v;
+            let cold = -leaf.value * cold_z * g[hot];
+            for (i, f) in features.iter().enumerate() {
+                // g(H∖{j}) for a feature the row follows; for one it does not,
+                // the index is H ∪ {j}, a valid entry whose value is not used.
+                let follows = hot >> i & 1;
+                let when_hot = f.hot_value * cold_z * g[hot ^ 1 << i];
+                out[f.feature as usize] += [cold, when_hot][follows];
             }
         }
     }
 }
 
-/// The leaf's contribution to each of its k path features, for each bit
-/// pattern of "the row follows the path's splits on this feature".
-fn fill_leaf_table(v: f64, z: &[f64], table: &mut [f64]) {
+/// Which way a row goes at each internal node (bit n set: left), written
+/// without branches on the row: to the branch predictor it is as good as
+/// random.
+#[inline]
+fn decisions(tree: &Tree, row: &[f64]) -> u64 {
+    let mut went_left = 0u64;
+    for n in 0..tree.num_internal() {
+        went_left |= u64::from(tree.goes_left(n, row[tree.split_feature[n] as usize])) << n;
+    }
+    went_left
+}
+
+impl DecisionTable {
+    fn build(leaves: &TableTree, width: usize, limit: usize) -> Option<DecisionTable> {
+        let tree = &leaves.tree;
+        let n = tree.num_internal();
+        let mut features = tree.split_feature.clone();
+        features.sort_unstable();
+        features.dedup();
+        if n > MAX_DECISION_NODES || (features.len() << n) > limit {
+            return None;
+        }
+        let mut table = Vec::with_capacity(features.len() << n);
+        let mut out = vec![0.0; width];
+        for went_left in 0..1u64 << n {
+            out.fill(0.0);
+            leaves.add_leaves(went_left, &mut out);
+            table.extend(features.iter().map(|&f| out[f as usize]));
+        }
+        Some(DecisionTable { tree: tree.clone(), features, table })
+    }
+
+    #[inline]
+    fn add(&self, row: &[f64], out: &mut [f64]) {
+        let u = self.features.len();
+        let values = &self.table[decisions(&self.tree, row) as usize * u..][..u];
+        for (&f, v) in self.features.iter().zip(values) {
+            out[f as usize] += v;
+        }
+    }
+}
+
+/// g(Q) for every subset Q (bit mask) of a leaf's k path features with
+/// cover products `z`: Σ_{S ⊆ Q} |S|!(k−|S|−1)!/k! · Π_{m ∈ Q∖S} z_m.
+fn fill_subset_table(z: &[f64], table: &mut [f64]) {
     let k = z.len();
     if k == 0 {
         return;
     }
-    // Shapley weight of a coalition of s of the other k-1 features: s!(k-s-1)!/k!.
+    // Shapley weight of a coalition of s of the other k-1 features.
     let weight: Vec<f64> = (0..k).map(|s| 1.0 / (k as f64 * binomial(k - 1, s))).collect();
-    let mut poly = vec![0.0; k];
-    for pattern in 0..1usize << k {
-        for j in 0..k {
-            // Coefficient s: coalitions S of s features among the others that
-            // the row follows, times the cover of the others not in S.
-            poly.fill(0.0);
-            poly[0] = 1.0;
-            let mut degree = 0;
-            for (m, &zm) in z.iter().enumerate().filter(|&(m, _)| m != j) {
-                if pattern >> m & 1 == 1 {
-                    degree += 1;
-                    for s in (1..=degree).rev() {
-                        poly[s] = poly[s] * zm + poly[s - 1];
-                    }
-                    poly[0] *= zm;
-                } else {
-                    for c in &mut poly[..=degree] {
-                        *c *= zm;
-                    }
-                }
+    // poly[s]: Σ over S ⊆ Q with |S| = s of the product of z over Q∖S.
+    let mut poly = vec![0.0; k + 1];
+    for (q, g) in table.iter_mut().enumerate() {
+        poly.fill(0.0);
+        poly[0] = 1.0;
+        let mut degree = 0;
+        for zm in z.iter().enumerate().filter(|&(m, _)| q >> m & 1 == 1).map(|(_, &zm)| zm) {
+            degree += 1;
+            for s in (1..=degree).rev() {
+                poly[s] = poly[s] * zm + poly[s - 1];
             }
-            let sum: f64 = poly[..=degree].iter().zip(&weight).map(|(c, w)| c * w).sum();
-            let o = (pattern >> j & 1) as f64;
-            table[pattern * k + j] = v * (o - z[j]) * sum;
+            poly[0] *= zm;
         }
+        // The full set is never a coalition of the others; its g is unused.
+        *g = poly[..=degree.min(k - 1)].iter().zip(&weight).map(|(c, w)| c * w).sum();
     }
 }
 
@@ -519,19 +612,21 @@ end of trees
     }
 
     #[test]
-    fn tables_and_recursion_equal_shapley_values_by_definition() {
+    fn every_method_equals_shapley_values_by_definition() {
         let forest = Forest::parse(MODEL).unwrap();
-        let tables = Explainer::new(&forest);
-        let recursive = Explainer::with_table_limit(&forest, 0);
-        assert_eq!(tables.table_trees(), (2, 0));
-        assert_eq!(recursive.table_trees(), (0, 2));
+        let decisions = Explainer::new(&forest);
+        let tables = Explainer::with_limits(&forest, DEFAULT_TABLE_LIMIT, 0);
+        let recursive = Explainer::with_limits(&forest, 0, 0);
+        assert_eq!(decisions.methods(), (2, 0, 0));
+        assert_eq!(tables.methods(), (0, 2, 0));
+        assert_eq!(recursive.methods(), (0, 0, 2));
         let choices: [&[f64]; 4] = [
             &[f64::NAN, 0.0, 1e-36, 1.0, 2.0, 2.5, 5.0, 6.0, -3.0, f64::INFINITY],
             &[f64::NAN, -1.0, -0.5, 0.0, 1.0, 2.0, 3.0, 3.9, 7.5, 40.0, 41.0, 1e10],
             &[f64::NAN, 0.0, 1.5, 1.6, -2.0],
             &[f64::NAN, 0.0, -1e-36, 1.0, -1.0],
         ];
-        let (mut a, mut b) = (vec![0.0; 5], vec![0.0; 5]);
+        let (mut a, mut b, mut c) = (vec![0.0; 5], vec![0.0; 5], vec![0.0; 5]);
         let (mut sa, mut sb) = (tables.scratch(), recursive.scratch());
         let mut i = 0usize;
         for x0 in choices[0] {
@@ -543,7 +638,9 @@ end of trees
                     let want = shapley(&forest, &row);
                     tables.contributions(&row, &mut sa, &mut a);
                     recursive.contributions(&row, &mut sb, &mut b);
+                    decisions.contributions(&row, &mut sb, &mut c);
                     for k in 0..5 {
+                        assert!((c[k] - want[k]).abs() < 1e-12, "{row:?} [{k}]: decisions {} vs {}", c[k], want[k]);
                         assert!((a[k] - want[k]).abs() < 1e-12, "{row:?} [{k}]: tables {} vs {}", a[k], want[k]);
                         assert!((b[k] - want[k]).abs() < 1e-12, "{row:?} [{k}]: recursive {} vs {}", b[k], want[k]);
                     }

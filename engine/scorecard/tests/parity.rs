@@ -22,7 +22,7 @@ use riskd_core::event::{Entities, Event, EventKind, LoanApplication, Payload, Pu
 use riskd_core::{Decoder, KeyRing, Limits, ReasonSource};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
 use riskd_scorecard::trees::Forest;
-use riskd_scorecard::treeshap::Explainer;
+use riskd_scorecard::treeshap::{Explainer, DEFAULT_TABLE_LIMIT};
 use riskd_scorecard::{ModelError, ModelHeader, ModelSpec, Scaling, Scorecard};
 
 const TOL: f64 = 1e-9;
@@ -130,8 +130,9 @@ fn check_cases(card: &mut Scorecard, reference: &Booster, cases: &[(Event, Featu
     with_reasons
 }
 
-/// The native contributions of every row (row-major, `w` inputs), with the
-/// per-leaf tables and with the recursive algorithm, against LightGBM's
+/// The native contributions of every row (row-major, `w` inputs), with each
+/// method (tables over node decisions, leaf tables, the recursive
+/// algorithm) where the model allows it, against LightGBM's
 /// batch `predict_contrib`: every value and the bias within [`TOL`], and
 /// contributions plus bias equal to LightGBM's raw score. The native tree
 /// walk gives LightGBM's raw score too. Returns the largest difference.
@@ -143,7 +144,12 @@ fn check_contributions(model_text: &str, reference: &Booster, rows: &[f64], w: u
     let n = rows.len() / w;
     assert_eq!((want.len(), raw.len()), (n * (w + 1), n));
     let mut worst = 0.0f64;
-    for explainer in [Explainer::new(&forest), Explainer::with_table_limit(&forest, 0)] {
+    let methods = [
+        Explainer::new(&forest),
+        Explainer::with_limits(&forest, DEFAULT_TABLE_LIMIT, 0),
+        Explainer::with_limits(&forest, 0, 0),
+    ];
+    for explainer in methods {
         let mut scratch = explainer.scratch();
         let mut out = vec![0.0; w + 1];
         for k in 0..n {
@@ -237,9 +243,9 @@ fn shipped_a_card_contributions_match_lightgbm_on_probe_rows() {
     assert_eq!(forest.trees.len(), 200);
     let rows = probe_rows(&forest, 3000, 5);
     let worst = check_contributions(spec.model_text(), &reference, &rows, forest.width);
-    // Every tree is tabulated, and the tables are small.
+    // Every tree is tabulated over its node decisions, and the tables are small.
     let explainer = spec.explainer();
-    assert_eq!(explainer.table_trees(), (200, 0), "{explainer:?}");
+    assert_eq!(explainer.methods(), (200, 0, 0), "{explainer:?}");
     assert!(explainer.table_values() < 200_000, "{explainer:?}");
     // The scorecard's own row path, and LightGBM's single-row fast path, agree.
     let mut card = Scorecard::new(spec.clone()).unwrap();
