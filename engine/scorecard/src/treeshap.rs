@@ -42,6 +42,10 @@ use crate::trees::{Forest, Tree};
 /// Per-tree table size (values) above which the recursive algorithm is used.
 pub const DEFAULT_TABLE_LIMIT: usize = 1 << 15;
 
+/// Table values over a whole model (32 MiB): trees past it use the
+/// recursive algorithm, so a model of many large trees stays within memory.
+pub const MODEL_TABLE_BUDGET: usize = 1 << 22;
+
 /// Paths with more distinct features than this are never tabulated.
 const MAX_TABLE_FEATURES: usize = 13;
 
@@ -138,6 +142,7 @@ impl Explainer {
         let mut bias = 0.0;
         let mut path_len = 0;
         let mut trees = Vec::with_capacity(forest.trees.len());
+        let mut budget = MODEL_TABLE_BUDGET;
         for tree in &forest.trees {
             // Summed tree by tree, in order, as LightGBM does.
             bias += tree.expected_value();
@@ -146,10 +151,16 @@ impl Explainer {
                 continue;
             }
             let paths = leaf_paths(tree);
-            match TableTree::build(tree, &paths, limit) {
-                Some(t) => match DecisionTable::build(&t, forest.width, decision_limit) {
-                    Some(d) => trees.push(Plan::Decisions(d)),
-                    None => trees.push(Plan::Table(t)),
+            match TableTree::build(tree, &paths, limit.min(budget)) {
+                Some(t) => match DecisionTable::build(&t, forest.width, decision_limit.min(budget)) {
+                    Some(d) => {
+                        budget -= d.table.len();
+                        trees.push(Plan::Decisions(d));
+                    }
+                    None => {
+                        budget -= t.table.len();
+                        trees.push(Plan::Table(t));
+                    }
                 },
                 None => {
                     let depth = paths.iter().map(Vec::len).max().unwrap_or(0);
