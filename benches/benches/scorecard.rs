@@ -1,13 +1,17 @@
 //! Single-event scoring: a 200-tree, 31-leaf LightGBM model over 50 inputs,
 //! trained here on synthetic data, scored through the engine's scorecard
 //! (manifest mapping from feature slots, LightGBM's single-row fast path,
-//! points) with and without 3 reason codes (SHAP contributions through the
-//! same fast path). Events rotate over 1,024 different feature vectors.
+//! points) with and without 3 reason codes (SHAP contributions from the
+//! native TreeSHAP and the top-3 selection). Events rotate over 1,024
+//! different feature vectors. The contributions alone are also timed: native
+//! (as served: per-leaf tables, recursive where they would be large), all
+//! recursive, and through LightGBM's `predict_contrib`.
 //!
 //! `cargo bench -p riskd-benches --bench scorecard`
 //!
-//! Also the shipped A card with 3 reason codes on the recorded applications.
-//! After criterion's figures, a plain timing loop prints p50/p99/p99.9.
+//! Also the shipped A card with and without 3 reason codes on the recorded
+//! applications. After criterion's figures, a plain timing loop prints
+//! p50/p99/p99.9.
 
 // The allocator `riskd` uses.
 use riskd_alloc as _;
@@ -18,6 +22,8 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion};
 use riskd_core::{Decoder, Event, KeyRing, Limits};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
+use riskd_scorecard::trees::Forest;
+use riskd_scorecard::treeshap::Explainer;
 use riskd_scorecard::{lgbm, ModelHeader, ModelSpec, Scorecard};
 
 const INPUTS: usize = 50;
@@ -107,9 +113,14 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("manifest.toml"), manifest()).unwrap();
     std::fs::write(dir.path().join("model.txt"), &text).unwrap();
+    let t = Instant::now();
     let spec = Arc::new(ModelSpec::load(dir.path(), &features).unwrap());
-    let mut card = Scorecard::new(spec).unwrap();
-    eprintln!("bench model: {trees} trees, {full} with 31 leaves, {INPUTS} inputs");
+    let loaded = t.elapsed();
+    let mut card = Scorecard::new(spec.clone()).unwrap();
+    eprintln!(
+        "bench model: {trees} trees, {full} with 31 leaves, {INPUTS} inputs; loaded in {loaded:.2?}; {:?}",
+        spec.explainer()
+    );
 
     // One real application event (the inputs read feature slots only).
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -149,6 +160,27 @@ fn bench(c: &mut Criterion) {
             std::hint::black_box((s, card.adverse().len()))
         })
     });
+    // The contributions alone, by method, on the rows the events produce.
+    let forest = Forest::parse(&text).unwrap();
+    let explainers = [("native", Explainer::new(&forest)), ("recursive", Explainer::with_limits(&forest, 0, 0))];
+    let mut out = vec![0.0; INPUTS + 1];
+    for (method, explainer) in &explainers {
+        let mut scratch = explainer.scratch();
+        group.bench_function(format!("200_trees_31_leaves_50_inputs_contributions_{method}"), |b| {
+            b.iter(|| {
+                k = (k + 1) & 1023;
+                explainer.contributions(&vectors[k].0, &mut scratch, &mut out);
+                std::hint::black_box(out[0])
+            })
+        });
+    }
+    group.bench_function("200_trees_31_leaves_50_inputs_contributions_lightgbm", |b| {
+        b.iter(|| {
+            k = (k + 1) & 1023;
+            card.lightgbm_contributions_row(&vectors[k].0, &mut out).unwrap();
+            std::hint::black_box(out[0])
+        })
+    });
     group.finish();
 
     // The shipped A card (200 trees, mostly small) on the recorded
@@ -165,10 +197,18 @@ fn bench(c: &mut Criterion) {
             apps.push((e, fv.clone()));
         }
     }
+    eprintln!("a_card: {:?}", a_card.explainer());
     let mut a_card = Scorecard::new(a_card).unwrap();
     let mut group = c.benchmark_group("scorecard");
     group.sample_size(30);
     let mut k = 0usize;
+    group.bench_function("a_card", |b| {
+        b.iter(|| {
+            k = (k + 1) % apps.len();
+            let (e, fv) = &apps[k];
+            std::hint::black_box(a_card.score_event(e, fv, 0).unwrap())
+        })
+    });
     group.bench_function("a_card_3_reason_codes", |b| {
         b.iter(|| {
             k = (k + 1) % apps.len();
@@ -188,6 +228,18 @@ fn bench(c: &mut Criterion) {
         }
         let (p50, p99, p999) = percentiles(ns);
         eprintln!("scorecard {name}: p50 {p50:.2} us, p99 {p99:.2} us, p99.9 {p999:.2} us ({n} events)");
+    }
+    for (name, reasons) in [("without reason codes", 0), ("with 3 reason codes", 3)] {
+        let n = 100_000;
+        let mut ns = Vec::with_capacity(n);
+        for i in 0..n {
+            let (e, fv) = &apps[i % apps.len()];
+            let t = Instant::now();
+            std::hint::black_box(a_card.score_event(e, fv, reasons).unwrap());
+            ns.push(t.elapsed().as_nanos());
+        }
+        let (p50, p99, p999) = percentiles(ns);
+        eprintln!("a_card {name}: p50 {p50:.2} us, p99 {p99:.2} us, p99.9 {p999:.2} us ({n} events)");
     }
 }
 

@@ -5,8 +5,9 @@
 //!   `feature_pre_filter`, `min_data_in_bin`, `categorical_feature`), which
 //!   `lightgbm3::Dataset::from_slice` never passes to LightGBM;
 //! - input names of any length (`lightgbm3` reads them into 64-byte buffers);
-//! - single-row prediction, normal and SHAP contributions, into buffers the
-//!   caller owns, so scoring an event allocates nothing on our side.
+//! - single-row prediction into buffers the caller owns, so scoring an event
+//!   allocates nothing on our side; LightGBM's own SHAP contributions on the
+//!   same path, kept as the reference the native TreeSHAP is tested against.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr;
@@ -307,9 +308,12 @@ impl FastConfig {
 /// Owns its model; the prepared configs refer to it and are dropped first.
 pub struct SingleRow {
     normal: FastConfig,
-    contrib: FastConfig,
+    /// Prepared on first use: serving takes contributions from
+    /// [`crate::treeshap`], not from here.
+    contrib: Option<FastConfig>,
+    contrib_len: usize,
     width: usize,
-    _model: Model,
+    model: Model,
 }
 
 // SAFETY: a booster handle and its fast configs are not tied to a thread;
@@ -320,13 +324,12 @@ impl SingleRow {
     pub fn new(model: Model, width: usize) -> Result<SingleRow, LgbmError> {
         let classes = model.num_classes()?;
         let normal = FastConfig::new(&model, sys::C_API_PREDICT_NORMAL, width, classes)?;
-        let contrib = FastConfig::new(&model, sys::C_API_PREDICT_CONTRIB, width, classes * (width + 1))?;
-        Ok(SingleRow { normal, contrib, width, _model: model })
+        Ok(SingleRow { normal, contrib: None, contrib_len: classes * (width + 1), width, model })
     }
 
     /// How many values [`contrib`](Self::contrib) writes: one per input, then the bias.
     pub fn contrib_len(&self) -> usize {
-        self.contrib.out_len
+        self.contrib_len
     }
 
     fn check(&self, row: &[f64], out: &[f64], want: usize) -> Result<(), LgbmError> {
@@ -353,10 +356,19 @@ impl SingleRow {
         Ok(out[0])
     }
 
-    /// SHAP contributions for one row into `out`: one per input, then the bias.
-    #[inline]
+    /// LightGBM's SHAP contributions for one row into `out`: one per input,
+    /// then the bias. The first call prepares the fast path (and allocates).
     pub fn contrib(&mut self, row: &[f64], out: &mut [f64]) -> Result<(), LgbmError> {
-        self.check(row, out, self.contrib.out_len)?;
-        self.contrib.run(row, out)
+        self.check(row, out, self.contrib_len)?;
+        let contrib = match &mut self.contrib {
+            Some(c) => c,
+            None => self.contrib.insert(FastConfig::new(
+                &self.model,
+                sys::C_API_PREDICT_CONTRIB,
+                self.width,
+                self.contrib_len,
+            )?),
+        };
+        contrib.run(row, out)
     }
 }

@@ -15,11 +15,15 @@
 //!
 //! At run time each worker owns its own prepared [`Scorecard`] per model: the
 //! input row is filled by slot into a reused buffer and scored through
-//! LightGBM's single-row fast path; reason codes come from the same path's
-//! SHAP contributions into another reused buffer, so scoring an event
-//! allocates nothing here.
+//! LightGBM's single-row fast path. Reason codes come from SHAP
+//! contributions computed natively ([`treeshap`], exact path-dependent
+//! TreeSHAP, equal to LightGBM's `predict_contrib`) on trees read from the
+//! same model text at load ([`trees`]), into another reused buffer, so
+//! scoring an event allocates nothing here.
 
 pub mod lgbm;
+pub mod trees;
+pub mod treeshap;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,9 @@ pub enum ModelError {
     Lightgbm { path: String, message: String },
     #[error("{path}: {message}")]
     Mismatch { path: String, message: String },
+    /// The model text cannot be read as trees for reason codes.
+    #[error("{path}: cannot read the trees for reason codes: {source}")]
+    Trees { path: String, source: trees::TreeTextError },
 }
 
 /// `manifest.toml` of a model directory.
@@ -426,6 +433,7 @@ pub struct ModelSpec {
     pub kinds: KindMask,
     mapper: InputMapper,
     model_text: String,
+    explainer: treeshap::Explainer,
 }
 
 impl ModelSpec {
@@ -491,9 +499,18 @@ impl ModelSpec {
         }
         // The fast path must prepare too, or no worker could serve the model.
         lgbm::SingleRow::new(model, n).map_err(lgbm)?;
+        // Reason codes come from the trees read natively: a model text that
+        // cannot be read so is refused now rather than explained wrongly.
+        let trees = |source| ModelError::Trees { path: model_shown.clone(), source };
+        let forest = trees::Forest::parse(&model_text).map_err(trees)?;
+        if forest.width != n {
+            let message = format!("the trees read {} inputs but LightGBM reports {n}", forest.width);
+            return Err(trees(trees::TreeTextError { tree: None, message }));
+        }
+        let explainer = treeshap::Explainer::new(&forest);
         let version =
             ContentHasher::new().part("manifest.toml", text.as_bytes()).part("model", model_text.as_bytes()).finish();
-        Ok(ModelSpec { manifest, dir: dir.to_path_buf(), version, kinds, mapper, model_text })
+        Ok(ModelSpec { manifest, dir: dir.to_path_buf(), version, kinds, mapper, model_text, explainer })
     }
 
     pub fn name(&self) -> &str {
@@ -511,6 +528,11 @@ impl ModelSpec {
 
     pub fn model_text(&self) -> &str {
         &self.model_text
+    }
+
+    /// The model prepared for SHAP contributions (reason codes).
+    pub fn explainer(&self) -> &treeshap::Explainer {
+        &self.explainer
     }
 
     /// The decision's reason for input `input` contributing `contribution`.
@@ -694,12 +716,14 @@ pub fn user_bucket(salt: &str, user_id: &str) -> f64 {
 }
 
 /// A model prepared for one worker: its own booster with the single-row fast
-/// path initialised for probabilities and contributions, and reused buffers.
+/// path initialised for probabilities, and reused buffers for the row and
+/// the contributions.
 pub struct Scorecard {
     spec: Arc<ModelSpec>,
     predictor: lgbm::SingleRow,
     row: Vec<f64>,
     contrib: Vec<f64>,
+    scratch: treeshap::Scratch,
     /// Adverse inputs of the last scored event: (input index, contribution),
     /// largest first.
     adverse: Vec<(usize, f64)>,
@@ -733,8 +757,9 @@ impl Scorecard {
         let model = lgbm::Model::from_string(&spec.model_text).map_err(lgbm)?;
         let n = spec.mapper.len();
         let predictor = lgbm::SingleRow::new(model, n).map_err(lgbm)?;
-        let contrib = vec![0.0; predictor.contrib_len()];
-        Ok(Scorecard { spec, predictor, row: Vec::with_capacity(n), contrib, adverse: Vec::with_capacity(n) })
+        let contrib = vec![0.0; spec.explainer.len()];
+        let scratch = spec.explainer.scratch();
+        Ok(Scorecard { spec, predictor, row: Vec::with_capacity(n), contrib, scratch, adverse: Vec::with_capacity(n) })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -750,6 +775,29 @@ impl Scorecard {
         self.predictor.predict(row)
     }
 
+    /// SHAP contributions for a prepared row, as reason codes use them: one
+    /// per input, then the bias (log-odds). `out` needs one more value than
+    /// the row.
+    pub fn contributions_row(&mut self, row: &[f64], out: &mut [f64]) -> Result<(), LgbmError> {
+        let w = self.spec.explainer.width();
+        if row.len() != w || out.len() <= w {
+            return Err(LgbmError(format!(
+                "a row of {} values for a model of {w} inputs, or an output buffer of {}",
+                row.len(),
+                out.len()
+            )));
+        }
+        self.spec.explainer.contributions(row, &mut self.scratch, out);
+        Ok(())
+    }
+
+    /// LightGBM's own SHAP contributions for a prepared row (its
+    /// `predict_contrib` on the single-row fast path), the reference
+    /// [`contributions_row`](Self::contributions_row) is tested against.
+    pub fn lightgbm_contributions_row(&mut self, row: &[f64], out: &mut [f64]) -> Result<(), LgbmError> {
+        self.predictor.contrib(row, out)
+    }
+
     /// Scores one event without allocating; with `reason_count > 0` the top
     /// adverse inputs are then in [`adverse`](Self::adverse).
     pub fn score_event(
@@ -762,7 +810,7 @@ impl Scorecard {
         let probability = self.predictor.predict(&self.row)?;
         self.adverse.clear();
         if reason_count > 0 {
-            self.predictor.contrib(&self.row, &mut self.contrib)?;
+            self.spec.explainer.contributions(&self.row, &mut self.scratch, &mut self.contrib);
             // One value per input, then the bias; positive pushes towards "bad".
             let w = self.row.len();
             self.adverse.extend(self.contrib[..w].iter().copied().enumerate().filter(|&(_, c)| c > 0.0));

@@ -3,6 +3,13 @@
 //! what LightGBM itself computes on the same rows in batch, for the shipped
 //! A card on rows built from the recorded events, and for a model trained
 //! here on generated data with missing values.
+//!
+//! Reason codes come from the native TreeSHAP ([`riskd_scorecard::treeshap`]):
+//! every contribution and the bias must equal LightGBM's `predict_contrib`
+//! within 1e-9, with both of its methods (tables and the recursive
+//! algorithm), on the A card over rows with missing, zero and out-of-range
+//! values, on models with categorical splits and missing values, and on a
+//! model of 31-leaf trees.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use riskd_core::event::{Entities, Event, EventKind, LoanApplication, Payload, Purpose, RepaymentMethod};
 use riskd_core::{Decoder, KeyRing, Limits, ReasonSource};
 use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
-use riskd_scorecard::{ModelHeader, ModelSpec, Scaling, Scorecard};
+use riskd_scorecard::trees::Forest;
+use riskd_scorecard::treeshap::{Explainer, DEFAULT_TABLE_LIMIT};
+use riskd_scorecard::{ModelError, ModelHeader, ModelSpec, Scaling, Scorecard};
 
 const TOL: f64 = 1e-9;
 
@@ -62,6 +71,8 @@ fn check_cases(card: &mut Scorecard, reference: &Booster, cases: &[(Event, Featu
     assert_eq!(batch.len(), cases.len());
     assert_eq!(contrib.len(), cases.len() * (w + 1));
 
+    check_contributions(card.spec().model_text(), reference, &rows, w);
+    let mut native = vec![0.0; w + 1];
     let mut with_reasons = 0;
     for (k, (ev, fv)) in cases.iter().enumerate() {
         let r = &rows[k * w..(k + 1) * w];
@@ -77,6 +88,10 @@ fn check_cases(card: &mut Scorecard, reference: &Booster, cases: &[(Event, Featu
 
         // Contributions: per input, then the bias; they add up to the log-odds.
         let c = &contrib[k * (w + 1)..(k + 1) * (w + 1)];
+        card.contributions_row(r, &mut native).unwrap();
+        for (i, (a, b)) in native.iter().zip(c).enumerate() {
+            assert!((a - b).abs() <= TOL, "case {k} value {i}: native {a} vs LightGBM {b}");
+        }
         let logit = (p / (1.0 - p)).ln();
         let sum: f64 = c.iter().sum();
         assert!((sum - logit).abs() <= 1e-7, "case {k}: contributions sum to {sum}, log-odds {logit}");
@@ -113,6 +128,71 @@ fn check_cases(card: &mut Scorecard, reference: &Booster, cases: &[(Event, Featu
         assert_eq!((bare.probability, bare.points), (score.probability, score.points));
     }
     with_reasons
+}
+
+/// The native contributions of every row (row-major, `w` inputs), with each
+/// method (tables over node decisions, leaf tables, the recursive
+/// algorithm) where the model allows it, against LightGBM's
+/// batch `predict_contrib`: every value and the bias within [`TOL`], and
+/// contributions plus bias equal to LightGBM's raw score. The native tree
+/// walk gives LightGBM's raw score too. Returns the largest difference.
+fn check_contributions(model_text: &str, reference: &Booster, rows: &[f64], w: usize) -> f64 {
+    let forest = Forest::parse(model_text).unwrap();
+    assert_eq!(forest.width, w);
+    let want = reference.predict_contrib(rows, w as i32, true).unwrap();
+    let raw = reference.raw_scores(rows, w as i32, true).unwrap();
+    let n = rows.len() / w;
+    assert_eq!((want.len(), raw.len()), (n * (w + 1), n));
+    let mut worst = 0.0f64;
+    let methods = [
+        Explainer::new(&forest),
+        Explainer::with_limits(&forest, DEFAULT_TABLE_LIMIT, 0),
+        Explainer::with_limits(&forest, 0, 0),
+    ];
+    for explainer in methods {
+        let mut scratch = explainer.scratch();
+        let mut out = vec![0.0; w + 1];
+        for k in 0..n {
+            let row = &rows[k * w..(k + 1) * w];
+            explainer.contributions(row, &mut scratch, &mut out);
+            let c = &want[k * (w + 1)..(k + 1) * (w + 1)];
+            for (i, (a, b)) in out.iter().zip(c).enumerate() {
+                assert!((a - b).abs() <= TOL, "row {k} {row:?} value {i}: native {a} vs LightGBM {b} ({explainer:?})");
+                worst = worst.max((a - b).abs());
+            }
+            let sum: f64 = out.iter().sum();
+            assert!((sum - raw[k]).abs() <= TOL, "row {k}: contributions sum to {sum}, raw score {}", raw[k]);
+            let walked = forest.raw_score(row);
+            assert!((walked - raw[k]).abs() <= 1e-12, "row {k}: tree walk {walked} vs LightGBM raw {}", raw[k]);
+        }
+    }
+    worst
+}
+
+/// Rows that probe every split of a model: per input, NaN, zeros (and values
+/// within LightGBM's zero threshold), each threshold and its neighbours,
+/// values past the training range and infinities, mixed at random.
+fn probe_rows(forest: &Forest, n: usize, seed: u64) -> Vec<f64> {
+    let w = forest.width;
+    let mut values: Vec<Vec<f64>> =
+        vec![vec![f64::NAN, 0.0, -0.0, 1e-36, -1e-36, 1e-300, 1e300, -1e300, f64::INFINITY, f64::NEG_INFINITY]; w];
+    for tree in &forest.trees {
+        for (node, &f) in tree.split_feature.iter().enumerate() {
+            let t = tree.threshold[node];
+            // The neighbouring doubles (the crate supports Rust before `next_up`).
+            let step = |t: f64, up: bool| {
+                let b = t.to_bits();
+                match (t == 0.0, (t > 0.0) == up) {
+                    (true, _) => f64::from_bits(1) * if up { 1.0 } else { -1.0 },
+                    (false, true) => f64::from_bits(b + 1),
+                    (false, false) => f64::from_bits(b - 1),
+                }
+            };
+            values[f as usize].extend([t, step(t, true), step(t, false), t + 1.0, t - 1.0, t * 10.0, -t]);
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * w).map(|i| *values[i % w].get(rng.gen_range(0..values[i % w].len())).unwrap()).collect()
 }
 
 /// Every recorded application with the feature vector the engine computes
@@ -154,6 +234,136 @@ fn shipped_a_card_matches_lightgbm_batch_on_recorded_applications() {
     let with_reasons = check_cases(&mut card, &reference, &cases);
     assert!(with_reasons > 200, "only {with_reasons} of 270 applications had adverse reasons");
     eprintln!("a_card: 270 applications, {with_reasons} with adverse reasons");
+}
+
+#[test]
+fn shipped_a_card_contributions_match_lightgbm_on_probe_rows() {
+    let (_, spec, reference) = load_a_card();
+    let forest = Forest::parse(spec.model_text()).unwrap();
+    assert_eq!(forest.trees.len(), 200);
+    let rows = probe_rows(&forest, 3000, 5);
+    let worst = check_contributions(spec.model_text(), &reference, &rows, forest.width);
+    // Every tree is tabulated over its node decisions, and the tables are small.
+    let explainer = spec.explainer();
+    assert_eq!(explainer.methods(), (200, 0, 0), "{explainer:?}");
+    assert!(explainer.table_values() < 200_000, "{explainer:?}");
+    // The scorecard's own row path, and LightGBM's single-row fast path, agree.
+    let mut card = Scorecard::new(spec.clone()).unwrap();
+    let w = forest.width;
+    let (mut a, mut b) = (vec![0.0; w + 1], vec![0.0; w + 1]);
+    for row in rows.chunks(w).take(500) {
+        card.contributions_row(row, &mut a).unwrap();
+        card.lightgbm_contributions_row(row, &mut b).unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= TOL), "{row:?}: {a:?} vs {b:?}");
+    }
+    eprintln!("a_card: 3000 probe rows, worst |native - LightGBM| = {worst:e}; {explainer:?}");
+}
+
+/// A model of 200 trees of 31 leaves, with missing values and a categorical
+/// input whose codes need two bitset words (the term in months, up to 36).
+#[test]
+fn deep_trees_with_categories_and_missing_values_match_lightgbm() {
+    let data = generate(3000, 31);
+    let rows: Vec<f64> = data.iter().flat_map(|g| g.row).collect();
+    let labels: Vec<f32> = data.iter().map(|g| g.label).collect();
+    let names: Vec<String> =
+        ["amount", "term", "income", "rate", "fees", "max_fees", "apps_7d", "device_users"].map(String::from).into();
+    let mut params = test_params().as_object().unwrap().clone();
+    params.insert("num_iterations".into(), 200.into());
+    params.insert("num_leaves".into(), 31.into());
+    params.insert("min_data_in_leaf".into(), 5.into());
+    params.insert("categorical_feature".into(), "1".into());
+    params.insert("min_data_per_group".into(), 5.into());
+    params.insert("cat_smooth".into(), 1.into());
+    let text = riskd_scorecard::lgbm::train(&rows, &labels, &names, &params).unwrap();
+    let forest = Forest::parse(&text).unwrap();
+    let full = forest.trees.iter().filter(|t| t.num_leaves() == 31).count();
+    assert!(full > 150, "only {full} trees of 31 leaves");
+    assert!(text.contains("num_cat=1"), "no categorical split");
+    let reference = Booster::from_string(&text).unwrap();
+
+    let mut probes = probe_rows(&forest, 2000, 8);
+    probes.extend_from_slice(&rows[..1000 * W]);
+    let worst = check_contributions(&text, &reference, &probes, W);
+    let explainer = Explainer::new(&forest);
+    eprintln!("31 leaves: {} rows, worst |native - LightGBM| = {worst:e}; {explainer:?}", probes.len() / W);
+}
+
+fn load_error(manifest: &str, model: &str) -> ModelError {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
+    std::fs::write(dir.path().join("model.txt"), model).unwrap();
+    let features = Arc::new(FeatureSet::from_sources(&[("test.toml".into(), TEST_FEATURES.into())]).unwrap());
+    ModelSpec::load(dir.path(), &features).unwrap_err()
+}
+
+/// A model LightGBM loads but whose trees the native reader cannot explain
+/// is refused at load, naming the model file and what is wrong.
+#[test]
+fn model_text_the_tree_reader_cannot_read_is_refused_at_load() {
+    // Linear trees (LightGBM has no contributions for them either).
+    let data = generate(1000, 3);
+    let rows: Vec<f64> = data.iter().flat_map(|g| g.row.map(|v| if v.is_nan() { 0.0 } else { v })).collect();
+    let labels: Vec<f32> = data.iter().map(|g| g.label).collect();
+    let names: Vec<String> =
+        ["amount", "term", "income", "rate", "fees", "max_fees", "apps_7d", "device_users"].map(String::from).into();
+    let mut params = test_params().as_object().unwrap().clone();
+    params.insert("linear_tree".into(), true.into());
+    params.insert("num_iterations".into(), 5.into());
+    let linear = riskd_scorecard::lgbm::train(&rows, &labels, &names, &params).unwrap();
+    assert!(linear.contains("is_linear=1"));
+    Booster::from_string(&linear).unwrap();
+
+    let categorical_manifest = TEST_MANIFEST.split("\n[[input]]").next().unwrap().to_string()
+        + "
+[[input]]
+name = \"term\"
+source = \"event.term_months\"
+label = \"Term\"
+reason_code = \"C01\"
+kind = \"categorical\"
+
+[[input]]
+name = \"amount\"
+source = \"event.amount\"
+label = \"Amount\"
+reason_code = \"C02\"
+
+[[input]]
+name = \"apps\"
+source = \"user.applications_7d\"
+label = \"Applications\"
+reason_code = \"C03\"
+kind = \"categorical\"
+";
+    let cases = [
+        (TEST_MANIFEST.to_string(), linear, "Tree=0: linear trees (is_linear=1) are not supported"),
+        (
+            categorical_manifest.clone(),
+            CATEGORICAL_MODEL.replace("internal_count=30 20", "internal_count=30 -20"),
+            "Tree=0: `internal_count` has `-20`, which is not a valid number",
+        ),
+        (categorical_manifest.clone(), CATEGORICAL_MODEL.replace("leaf_count=12 18\n", ""), "Tree=1: no `leaf_count`"),
+        (
+            categorical_manifest.clone(),
+            CATEGORICAL_MODEL.replace("leaf_count=10 10 10", "leaf_count=10 0 10"),
+            "Tree=0: `leaf_count` has a count of 0",
+        ),
+        (
+            categorical_manifest,
+            CATEGORICAL_MODEL.replace("decision_type=9 10", "decision_type=9 14"),
+            "Tree=0: node 1 has an unknown missing-value type",
+        ),
+    ];
+    for (manifest, model, want) in cases {
+        // LightGBM itself loads each of these.
+        Booster::from_string(&model).unwrap();
+        let err = load_error(&manifest, &model);
+        let shown = err.to_string();
+        assert!(matches!(err, ModelError::Trees { .. }), "{shown}");
+        assert!(shown.contains("model.txt: cannot read the trees for reason codes: "), "{shown}");
+        assert!(shown.contains(want), "{shown}\n  should say: {want}");
+    }
 }
 
 /// The shipped A card uses every input that carries information in its
