@@ -228,10 +228,11 @@ struct Workload {
 
 impl Workload {
     /// One event: users spread evenly, each with a home device and address
-    /// (a few shared ones), 70% logins, 30% applications, ~10 events/s.
+    /// (a few shared ones), 70% logins, 30% applications, ~10 events/s per
+    /// million users (so each entity sees the same rate whatever the size).
     fn next(&mut self) -> Event {
         let r = &mut self.rng;
-        self.clock += r.gen_range(0..200) * i64::from(1_000_000 / self.users);
+        self.clock += r.gen_range(0..200i64) * 1_000_000 / i64::from(self.users);
         self.n += 1;
         let user = r.gen_range(0..self.users);
         let device = if r.gen_bool(0.02) { r.gen_range(0..1000) } else { user / 4 };
