@@ -97,10 +97,17 @@ fn restore(
             tracing::info!(path = %store.path().display(), "no checkpoint yet: starting with empty feature state");
             return Ok(BTreeMap::new());
         }
-        Err(CheckpointError::State { cause: riskd_features::SnapshotError::FeatureSetChanged { .. }, .. }) => {
+        Err(CheckpointError::State {
+            cause:
+                cause @ (riskd_features::SnapshotError::FeatureSetChanged { .. }
+                | riskd_features::SnapshotError::Format { .. }),
+            ..
+        }) => {
+            // Another feature set, or the state format of another engine version.
             tracing::warn!(
                 path = %store.path().display(),
-                "the checkpoint belongs to another feature set: starting with empty feature state from the committed offsets; windowed features fill up again over their window"
+                reason = %cause,
+                "the checkpoint cannot be carried over: starting with empty feature state from the committed offsets; windowed features fill up again over their window"
             );
             return Ok(BTreeMap::new());
         }

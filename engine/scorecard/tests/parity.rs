@@ -297,24 +297,9 @@ fn load_error(manifest: &str, model: &str) -> ModelError {
     ModelSpec::load(dir.path(), &features).unwrap_err()
 }
 
-/// A model LightGBM loads but whose trees the native reader cannot explain
-/// is refused at load, naming the model file and what is wrong.
-#[test]
-fn model_text_the_tree_reader_cannot_read_is_refused_at_load() {
-    // Linear trees (LightGBM has no contributions for them either).
-    let data = generate(1000, 3);
-    let rows: Vec<f64> = data.iter().flat_map(|g| g.row.map(|v| if v.is_nan() { 0.0 } else { v })).collect();
-    let labels: Vec<f32> = data.iter().map(|g| g.label).collect();
-    let names: Vec<String> =
-        ["amount", "term", "income", "rate", "fees", "max_fees", "apps_7d", "device_users"].map(String::from).into();
-    let mut params = test_params().as_object().unwrap().clone();
-    params.insert("linear_tree".into(), true.into());
-    params.insert("num_iterations".into(), 5.into());
-    let linear = riskd_scorecard::lgbm::train(&rows, &labels, &names, &params).unwrap();
-    assert!(linear.contains("is_linear=1"));
-    Booster::from_string(&linear).unwrap();
-
-    let categorical_manifest = TEST_MANIFEST.split("\n[[input]]").next().unwrap().to_string()
+/// The test manifest with `term` and `apps` as categorical inputs.
+fn categorical_manifest() -> String {
+    TEST_MANIFEST.split("\n[[input]]").next().unwrap().to_string()
         + "
 [[input]]
 name = \"term\"
@@ -335,7 +320,27 @@ source = \"user.applications_7d\"
 label = \"Applications\"
 reason_code = \"C03\"
 kind = \"categorical\"
-";
+"
+}
+
+/// A model LightGBM loads but whose trees the native reader cannot explain
+/// is refused at load, naming the model file and what is wrong.
+#[test]
+fn model_text_the_tree_reader_cannot_read_is_refused_at_load() {
+    // Linear trees (LightGBM has no contributions for them either).
+    let data = generate(1000, 3);
+    let rows: Vec<f64> = data.iter().flat_map(|g| g.row.map(|v| if v.is_nan() { 0.0 } else { v })).collect();
+    let labels: Vec<f32> = data.iter().map(|g| g.label).collect();
+    let names: Vec<String> =
+        ["amount", "term", "income", "rate", "fees", "max_fees", "apps_7d", "device_users"].map(String::from).into();
+    let mut params = test_params().as_object().unwrap().clone();
+    params.insert("linear_tree".into(), true.into());
+    params.insert("num_iterations".into(), 5.into());
+    let linear = riskd_scorecard::lgbm::train(&rows, &labels, &names, &params).unwrap();
+    assert!(linear.contains("is_linear=1"));
+    Booster::from_string(&linear).unwrap();
+
+    let categorical_manifest = categorical_manifest();
     let cases = [
         (TEST_MANIFEST.to_string(), linear, "Tree=0: linear trees (is_linear=1) are not supported"),
         (
@@ -651,28 +656,7 @@ pandas_categorical:null
 
 #[test]
 fn model_with_categorical_splits_matches_lightgbm_batch() {
-    let manifest = TEST_MANIFEST.split("\n[[input]]").next().unwrap().to_string()
-        + "
-[[input]]
-name = \"term\"
-source = \"event.term_months\"
-label = \"Term\"
-reason_code = \"C01\"
-kind = \"categorical\"
-
-[[input]]
-name = \"amount\"
-source = \"event.amount\"
-label = \"Amount\"
-reason_code = \"C02\"
-
-[[input]]
-name = \"apps\"
-source = \"user.applications_7d\"
-label = \"Applications\"
-reason_code = \"C03\"
-kind = \"categorical\"
-";
+    let manifest = categorical_manifest();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
     std::fs::write(dir.path().join("model.txt"), CATEGORICAL_MODEL).unwrap();
