@@ -35,6 +35,13 @@ pub enum SnapshotError {
 #[derive(Serialize, Deserialize)]
 struct Body {
     format: u32,
+    state: StateBody,
+}
+
+/// What follows the format number. Read only once the format is known to
+/// be this one: another version's layout would not parse as this one.
+#[derive(Serialize, Deserialize)]
+struct StateBody {
     feature_set_version: String,
     key_check: u64,
     max_event_time: i64,
@@ -75,11 +82,13 @@ impl FeatureEngine {
             .collect();
         let body = Body {
             format: SNAPSHOT_FORMAT,
-            feature_set_version: self.set.version.clone(),
-            key_check: key_check(self.keys),
-            max_event_time: self.max_event_time,
-            stats: self.stats,
-            tables,
+            state: StateBody {
+                feature_set_version: self.set.version.clone(),
+                key_check: key_check(self.keys),
+                max_event_time: self.max_event_time,
+                stats: self.stats,
+                tables,
+            },
         };
         bincode::serialize_into(w, &body).map_err(|e| match *e {
             bincode::ErrorKind::Io(io) => SnapshotError::Io(io),
@@ -89,13 +98,18 @@ impl FeatureEngine {
 
     /// Rebuilds an engine from a snapshot taken with the same feature set and key.
     pub fn restore(set: Arc<FeatureSet>, hash_key: [u8; 16], r: &mut impl Read) -> Result<Self, SnapshotError> {
-        let body: Body = bincode::deserialize_from(r).map_err(|e| match *e {
+        let read_error = |e: Box<bincode::ErrorKind>| match *e {
             bincode::ErrorKind::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => SnapshotError::Io(io),
             other => SnapshotError::Corrupt(other.to_string()),
-        })?;
-        if body.format != SNAPSHOT_FORMAT {
-            return Err(SnapshotError::Format { found: body.format });
+        };
+        // The format first: bincode lays `Body` out as the format number
+        // followed by the state, so a snapshot of another format is told
+        // apart from a damaged one before its state is parsed.
+        let format: u32 = bincode::deserialize_from(&mut *r).map_err(read_error)?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::Format { found: format });
         }
+        let body: StateBody = bincode::deserialize_from(r).map_err(read_error)?;
         if body.feature_set_version != set.version {
             return Err(SnapshotError::FeatureSetChanged {
                 snapshot: body.feature_set_version,

@@ -11,7 +11,7 @@ use compact_str::CompactString;
 use rand::{Rng, SeedableRng};
 use riskd_core::event::{Entities, Event, EventKind, Login, LoginMethod, Payload, Repayment};
 use riskd_features::reference::Reference;
-use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
+use riskd_features::{FeatureEngine, FeatureSet, FeatureVector, SnapshotError, SNAPSHOT_FORMAT};
 
 const DEFS: &str = r#"
 [settings]
@@ -299,8 +299,14 @@ fn a_restored_snapshot_continues_exactly() {
     let other = self::set(&DEFS.replace("\"10m\"\n\n[[feature]]", "\"15m\"\n\n[[feature]]"));
     let err = FeatureEngine::restore(other, [3; 16], &mut bytes.as_slice()).err().unwrap();
     assert!(err.to_string().contains("cannot be carried over a feature change"), "{err}");
-    let err = FeatureEngine::restore(set, [3; 16], &mut &bytes[..bytes.len() / 2]).err().unwrap();
+    let err = FeatureEngine::restore(set.clone(), [3; 16], &mut &bytes[..bytes.len() / 2]).err().unwrap();
     assert!(err.to_string().contains("corrupt"), "{err}");
+    // Another engine version's format is named as such, even when its state
+    // would not parse in this layout (here: the format number, then garbage).
+    let mut older = (SNAPSHOT_FORMAT - 1).to_le_bytes().to_vec();
+    older.extend_from_slice(&[0xff; 64]);
+    let err = FeatureEngine::restore(set, [3; 16], &mut older.as_slice()).err().unwrap();
+    assert!(matches!(err, SnapshotError::Format { found } if found == SNAPSHOT_FORMAT - 1), "{err}");
 }
 
 #[test]
