@@ -309,6 +309,12 @@ fn main() {
         ns.push(t.elapsed().as_nanos() as u64);
     }
     ns.sort_unstable();
+
+    // A checkpoint's state encoding, as serve takes it between two inputs.
+    let t = Instant::now();
+    let mut snapshot = Vec::with_capacity(64 * entities);
+    engine.write_snapshot(&mut snapshot).expect("snapshot to memory");
+    let snapshot_secs = t.elapsed().as_secs_f64();
     let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let per_million = (after.saturating_sub(before)) as f64 / entities as f64 * 1e6 / (1u64 << 20) as f64;
     println!("feature_state: 30 features, {} entities ({:?})", entities, engine.entities_by_kind());
@@ -331,6 +337,12 @@ fn main() {
         entities,
         per_million
     );
+    println!(
+        "  snapshot: {:.0} MiB encoded in {:.0} ms ({:.0} ms per million entities)",
+        snapshot.len() as f64 / (1u64 << 20) as f64,
+        snapshot_secs * 1e3,
+        snapshot_secs * 1e3 / entities as f64 * 1e6
+    );
     let json = serde_json::json!({
         "features": set.len(),
         "users": users,
@@ -345,6 +357,8 @@ fn main() {
         "max_us": q(1.0),
         "state_mib": (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
         "mib_per_million_entities": per_million,
+        "snapshot_mib": snapshot.len() as f64 / (1u64 << 20) as f64,
+        "snapshot_ms": snapshot_secs * 1e3,
     });
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
     let _ = std::fs::create_dir_all(&out);

@@ -1,12 +1,16 @@
-//! A deque of `(time, value)` points that keeps up to two points inline.
+//! A sorted run of `(time, value)` points that keeps up to two points inline
+//! and the rest in one contiguous buffer.
 //!
 //! Most series of most entities hold a point or two (a user's applications
 //! in 30 days); keeping those inside the series, next to the entity's other
 //! series, saves an allocation and a cache miss per feature per event.
-//! Longer series move to a `VecDeque`.
-
-use std::collections::vec_deque::{self, VecDeque};
-use std::ops::{Bound, Index, RangeBounds};
+//! Longer series move to a buffer read as one slice: a window's points are
+//! always contiguous, so reads fold over a plain slice (no ring wrap-around)
+//! and a prefetch of the buffer brings in the points in memory order.
+//! Points leave from the front by moving a head index; the buffer is
+//! compacted only when a point would not fit otherwise, and grows when it is
+//! more than three quarters full, so each point is moved a bounded number of
+//! times on average.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -16,7 +20,8 @@ const INLINE: usize = 2;
 #[derive(Debug, Clone)]
 pub(crate) enum Points {
     Inline { len: u8, items: [Point; INLINE] },
-    Heap(VecDeque<Point>),
+    /// The points are `buf[head..]`.
+    Heap { buf: Vec<Point>, head: u32 },
 }
 
 impl Default for Points {
@@ -25,65 +30,32 @@ impl Default for Points {
     }
 }
 
-/// Iterator over a range of points.
-#[derive(Clone)]
-pub(crate) enum Iter<'a> {
-    Slice(std::slice::Iter<'a, Point>),
-    Deque(vec_deque::Iter<'a, Point>),
-}
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = &'a Point;
-    #[inline]
-    fn next(&mut self) -> Option<&'a Point> {
-        match self {
-            Iter::Slice(i) => i.next(),
-            Iter::Deque(i) => i.next(),
-        }
-    }
-
-    #[inline]
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match self {
-            Iter::Slice(i) => i.size_hint(),
-            Iter::Deque(i) => i.size_hint(),
-        }
-    }
-}
-
-impl ExactSizeIterator for Iter<'_> {}
-
 impl Points {
+    /// The points, oldest first.
+    #[inline]
+    pub fn as_slice(&self) -> &[Point] {
+        match self {
+            Points::Inline { len, items } => &items[..*len as usize],
+            Points::Heap { buf, head } => &buf[*head as usize..],
+        }
+    }
+
     #[inline]
     pub fn len(&self) -> usize {
         match self {
             Points::Inline { len, .. } => *len as usize,
-            Points::Heap(d) => d.len(),
+            Points::Heap { buf, head } => buf.len() - *head as usize,
         }
     }
 
     #[inline]
     pub fn front(&self) -> Option<&Point> {
-        match self {
-            Points::Inline { len, items } => items[..*len as usize].first(),
-            Points::Heap(d) => d.front(),
-        }
+        self.as_slice().first()
     }
 
     #[inline]
     pub fn back(&self) -> Option<&Point> {
-        match self {
-            Points::Inline { len, items } => items[..*len as usize].last(),
-            Points::Heap(d) => d.back(),
-        }
-    }
-
-    #[inline]
-    pub fn partition_point(&self, pred: impl FnMut(&Point) -> bool) -> usize {
-        match self {
-            Points::Inline { len, items } => items[..*len as usize].partition_point(pred),
-            Points::Heap(d) => d.partition_point(pred),
-        }
+        self.as_slice().last()
     }
 
     pub fn push_back(&mut self, p: Point) {
@@ -91,6 +63,7 @@ impl Points {
         self.insert(at, p);
     }
 
+    /// Inserts `p` so that it becomes the point at index `at`.
     pub fn insert(&mut self, at: usize, p: Point) {
         match self {
             Points::Inline { len, items } if (*len as usize) < INLINE => {
@@ -100,12 +73,25 @@ impl Points {
                 *len += 1;
             }
             Points::Inline { len, items } => {
-                let mut d: VecDeque<Point> = VecDeque::with_capacity(2 * INLINE);
-                d.extend(&items[..*len as usize]);
-                d.insert(at, p);
-                *self = Points::Heap(d);
+                let mut buf: Vec<Point> = Vec::with_capacity(2 * INLINE);
+                buf.extend_from_slice(&items[..*len as usize]);
+                buf.insert(at, p);
+                *self = Points::Heap { buf, head: 0 };
             }
-            Points::Heap(d) => d.insert(at, p),
+            Points::Heap { buf, head } => {
+                if buf.len() == buf.capacity() && *head > 0 {
+                    let live = buf.len() - *head as usize;
+                    // Compacting a nearly full buffer would soon repeat:
+                    // then the push below grows it instead.
+                    buf.copy_within(*head as usize.., 0);
+                    buf.truncate(live);
+                    *head = 0;
+                    if live * 4 > buf.capacity() * 3 {
+                        buf.reserve(buf.capacity());
+                    }
+                }
+                buf.insert(*head as usize + at, p);
+            }
         }
     }
 
@@ -121,56 +107,44 @@ impl Points {
                 *len -= 1;
                 Some(first)
             }
-            Points::Heap(d) => d.pop_front(),
+            Points::Heap { buf, head } => {
+                let first = *buf.get(*head as usize)?;
+                *head += 1;
+                if *head as usize == buf.len() {
+                    buf.clear();
+                    *head = 0;
+                }
+                Some(first)
+            }
         }
     }
 
+    /// The start and the last point of the buffer, if any (for prefetching).
     #[inline]
-    pub fn range(&self, r: impl RangeBounds<usize>) -> Iter<'_> {
-        let start = match r.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s + 1,
-            Bound::Unbounded => 0,
-        };
-        let end = match r.end_bound() {
-            Bound::Included(&e) => e + 1,
-            Bound::Excluded(&e) => e,
-            Bound::Unbounded => self.len(),
-        };
-        match self {
-            Points::Inline { items, .. } => Iter::Slice(items[start..end].iter()),
-            Points::Heap(d) => Iter::Deque(d.range(start..end)),
-        }
-    }
-
-    /// The heap buffer, if any (for prefetching).
-    pub fn heap_ptrs(&self) -> Option<(*const u8, Option<*const u8>)> {
+    pub fn heap_ptrs(&self) -> Option<(*const u8, *const u8)> {
         match self {
             Points::Inline { .. } => None,
-            Points::Heap(d) => {
-                let (a, b) = d.as_slices();
-                let last = b.last().or(a.last()).map(|p| p as *const Point as *const u8);
-                Some((a.as_ptr() as *const u8, last))
+            Points::Heap { buf, head } => {
+                let live = &buf[*head as usize..];
+                let first = live.as_ptr() as *const u8;
+                Some((first, live.last().map_or(first, |p| p as *const Point as *const u8)))
             }
         }
     }
 }
 
-impl Index<usize> for Points {
-    type Output = Point;
+impl std::ops::Deref for Points {
+    type Target = [Point];
     #[inline]
-    fn index(&self, i: usize) -> &Point {
-        match self {
-            Points::Inline { len, items } => &items[..*len as usize][i],
-            Points::Heap(d) => &d[i],
-        }
+    fn deref(&self) -> &[Point] {
+        self.as_slice()
     }
 }
 
-/// Serialized as a plain sequence, like a `VecDeque`.
+/// Serialized as a plain sequence of points.
 impl Serialize for Points {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.range(..))
+        s.collect_seq(self.as_slice())
     }
 }
 
@@ -179,7 +153,7 @@ impl<'de> Deserialize<'de> for Points {
         let v = Vec::<Point>::deserialize(d)?;
         let mut p = Points::default();
         if v.len() > INLINE {
-            p = Points::Heap(v.into());
+            p = Points::Heap { buf: v, head: 0 };
         } else {
             for x in v {
                 p.push_back(x);
@@ -200,29 +174,55 @@ mod tests {
     #[test]
     fn behaves_like_a_vec_deque() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for _ in 0..200 {
+        for round in 0..400 {
             let (mut p, mut d) = (Points::default(), VecDeque::new());
-            for step in 0..40 {
-                match rng.gen_range(0..4) {
-                    0 => assert_eq!(p.pop_front(), d.pop_front()),
-                    _ => {
-                        let at = rng.gen_range(0..=d.len());
-                        let x = (rng.gen_range(0..100), step);
-                        p.insert(at, x);
-                        d.insert(at, x);
-                    }
+            let mut most = 0;
+            // Some rounds mostly push, some mostly pop, so buffers fill,
+            // compact and grow in every order.
+            let pop_share = [1, 4, 6][round % 3];
+            for step in 0..120 {
+                if rng.gen_range(0..10) < pop_share {
+                    assert_eq!(p.pop_front(), d.pop_front());
+                } else {
+                    let at = if rng.gen_bool(0.8) { d.len() } else { rng.gen_range(0..=d.len()) };
+                    let x = (rng.gen_range(0..100), step);
+                    p.insert(at, x);
+                    d.insert(at, x);
                 }
                 assert_eq!(p.len(), d.len());
-                assert_eq!(p.range(..).copied().collect::<Vec<_>>(), d.iter().copied().collect::<Vec<_>>());
+                most = most.max(d.len());
+                assert_eq!(p.as_slice(), d.iter().copied().collect::<Vec<_>>().as_slice());
                 assert_eq!(p.front(), d.front());
                 assert_eq!(p.back(), d.back());
-                if !d.is_empty() {
-                    let i = rng.gen_range(0..d.len());
-                    assert_eq!(p[i], d[i]);
-                    let lo = rng.gen_range(0..=d.len());
-                    assert_eq!(p.range(lo..).count(), d.len() - lo);
+                if let Points::Heap { buf, head } = &p {
+                    assert!(buf.capacity() <= 4 * most.max(4), "a buffer stays within 4x the most points it held");
+                    assert!(*head as usize <= buf.len());
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_steady_window_does_not_move_its_points_on_every_push() {
+        // A window holding 30 points, one in and one out per step: the
+        // buffer grows once past three quarters full, then compacts rarely.
+        let mut p = Points::default();
+        for i in 0..30 {
+            p.push_back((i, 0));
+        }
+        let mut compactions = 0;
+        for i in 30..10_000 {
+            let before = p.heap_ptrs().map(|(a, _)| a);
+            p.pop_front();
+            p.push_back((i, 0));
+            if let (Some(a), Points::Heap { head: 0, .. }) = (before, &p) {
+                if p.heap_ptrs().map(|(b, _)| b) != Some(a) {
+                    compactions += 1;
+                }
+            }
+        }
+        assert!(compactions < 10_000 / 8, "{compactions} compactions");
+        assert_eq!(p.len(), 30);
+        assert_eq!(p.front(), Some(&(9_970, 0)));
     }
 }

@@ -499,9 +499,7 @@ fn prefetch_series(series: &[Series], points: &[Option<u64>]) {
     for (s, point) in series.iter().zip(points) {
         if let Some((first, last)) = s.points.heap_ptrs() {
             prefetch(first);
-            if let Some(last) = last {
-                prefetch(last);
-            }
+            prefetch(last);
         }
         if let (State::Window { counts: Some(c), .. }, Some(v)) = (&s.state, point) {
             c.prefetch(*v);
@@ -717,10 +715,10 @@ fn settle(state: &mut State, t: i64, v: u64, agg: &Aggregation) {
 const SMALL_WINDOW: usize = 16;
 
 /// Distinct values among a few, without hashing or allocating.
-fn distinct_small(values: impl Iterator<Item = u64> + Clone) -> f64 {
+fn distinct_small(points: &[(i64, u64)]) -> f64 {
     let mut n = 0usize;
-    for (i, v) in values.clone().enumerate() {
-        if !values.clone().take(i).any(|u| u == v) {
+    for (i, &(_, v)) in points.iter().enumerate() {
+        if !points[..i].iter().any(|&(_, u)| u == v) {
             n += 1;
         }
     }
@@ -764,11 +762,11 @@ fn read(
                 if let Aggregation::DistinctCount(_) = agg {
                     // Small windows are cheaper to rescan than to keep counts for.
                     if counts.is_none() && points.len() - c <= SMALL_WINDOW {
-                        return distinct_small(points.range(c..).map(|&(_, v)| v));
+                        return distinct_small(&points[c..]);
                     }
                     let counts = counts.get_or_insert_with(|| {
                         let mut m: Box<CountTable> = Box::default();
-                        for &(_, v) in points.range(c..) {
+                        for &(_, v) in &points[c..] {
                             m.increment(v);
                         }
                         m
@@ -782,7 +780,7 @@ fn read(
         // Lifetime: the settled aggregate, then the recent points up to `t`.
         (_, Window::Lifetime) => (0, points.partition_point(|&(pt, _)| pt <= t)),
     };
-    let in_range = points.range(lo..hi);
+    let in_range = points[lo..hi].iter();
     let nums = || in_range.clone().map(|&(_, v)| f64::from_bits(v));
     let n = (hi - lo) as u64;
     match (agg, &s.state) {
