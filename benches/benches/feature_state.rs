@@ -315,6 +315,25 @@ fn main() {
     let mut snapshot = Vec::with_capacity(64 * entities);
     engine.write_snapshot(&mut snapshot).expect("snapshot to memory");
     let snapshot_secs = t.elapsed().as_secs_f64();
+    // A checkpoint as serve takes it: begun between two events, then 16
+    // entities encoded after each event (and any entity an event is about
+    // to change first), timed per event with the update, until complete.
+    assert!(engine.begin_snapshot());
+    let mut during: Vec<u64> = Vec::new();
+    let t = Instant::now();
+    let captured = loop {
+        let ev = w.next();
+        let t = Instant::now();
+        engine.update(&ev, &mut fv);
+        let done = engine.snapshot_step(16);
+        during.push(t.elapsed().as_nanos() as u64);
+        if let Some(bytes) = done {
+            break bytes.len();
+        }
+    };
+    let capture_secs = t.elapsed().as_secs_f64();
+    during.sort_unstable();
+    let dq = |p: f64| during[((during.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let per_million = (after.saturating_sub(before)) as f64 / entities as f64 * 1e6 / (1u64 << 20) as f64;
     println!("feature_state: 30 features, {} entities ({:?})", entities, engine.entities_by_kind());
@@ -343,6 +362,16 @@ fn main() {
         snapshot_secs * 1e3,
         snapshot_secs * 1e3 / entities as f64 * 1e6
     );
+    println!(
+        "  checkpoint between events: {} events (update + 16 entities each, {:.1} s) to encode {:.0} MiB; per event p50 {:.2} us, p99 {:.2} us, p99.9 {:.2} us, max {:.1} us",
+        during.len(),
+        capture_secs,
+        captured as f64 / (1u64 << 20) as f64,
+        dq(0.5),
+        dq(0.99),
+        dq(0.999),
+        dq(1.0)
+    );
     let json = serde_json::json!({
         "features": set.len(),
         "users": users,
@@ -359,6 +388,11 @@ fn main() {
         "mib_per_million_entities": per_million,
         "snapshot_mib": snapshot.len() as f64 / (1u64 << 20) as f64,
         "snapshot_ms": snapshot_secs * 1e3,
+        "capture_events": during.len(),
+        "capture_p50_us": dq(0.5),
+        "capture_p99_us": dq(0.99),
+        "capture_p999_us": dq(0.999),
+        "capture_max_us": dq(1.0),
     });
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
     let _ = std::fs::create_dir_all(&out);

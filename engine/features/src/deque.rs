@@ -19,9 +19,15 @@ const INLINE: usize = 2;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Points {
-    Inline { len: u8, items: [Point; INLINE] },
+    Inline {
+        len: u8,
+        items: [Point; INLINE],
+    },
     /// The points are `buf[head..]`.
-    Heap { buf: Vec<Point>, head: u32 },
+    Heap {
+        buf: Vec<Point>,
+        head: u32,
+    },
 }
 
 impl Default for Points {

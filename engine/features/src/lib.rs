@@ -14,6 +14,7 @@
 //! carry it across restarts; [`reference::Reference`] recomputes any feature
 //! by rescanning history, for explanations and tests.
 
+mod capture;
 mod def;
 mod deque;
 pub mod reference;
@@ -21,6 +22,7 @@ mod snapshot;
 mod state;
 mod table;
 
+pub use capture::EncodedState;
 pub use def::{
     suggest, Aggregation, DefError, EntityKind, FeatureDef, FeatureSet, FilterValue, Operand, StateLimits, Window,
     AGGREGATIONS,

@@ -32,10 +32,24 @@ pub enum SnapshotError {
     Io(#[from] std::io::Error),
 }
 
-#[derive(Serialize, Deserialize)]
-struct Body {
+/// What `write_snapshot` writes: [`StateBody`]'s layout, borrowing the state
+/// instead of copying it.
+#[derive(Serialize)]
+struct BodyRef<'a> {
     format: u32,
-    state: StateBody,
+    feature_set_version: &'a str,
+    key_check: u64,
+    max_event_time: i64,
+    stats: StateStats,
+    tables: Vec<TableBodyRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct TableBodyRef<'a> {
+    entity: String,
+    features: Vec<&'a str>,
+    entries: Vec<(u128, &'a Entity)>,
+    queue: &'a VecDeque<(i64, u128)>,
 }
 
 /// What follows the format number. Read only once the format is known to
@@ -57,7 +71,7 @@ struct TableBody {
     queue: VecDeque<(i64, u128)>,
 }
 
-fn key_check(keys: (u64, u64)) -> u64 {
+pub(crate) fn key_check(keys: (u64, u64)) -> u64 {
     let mut h = SipHasher13::new_with_keys(keys.0, keys.1);
     h.write(b"riskd feature state key check");
     h.finish()
@@ -70,25 +84,23 @@ impl FeatureEngine {
             .tables
             .iter()
             .map(|t| {
-                let mut entries: Vec<(u128, Entity)> = t.map.iter().map(|(k, e)| (k, e.clone())).collect();
+                let mut entries: Vec<(u128, &Entity)> = t.map.iter().collect();
                 entries.sort_unstable_by_key(|(k, _)| *k);
-                TableBody {
+                TableBodyRef {
                     entity: t.entity.to_string(),
-                    features: t.features.iter().map(|&i| self.set.defs[i].name.clone()).collect(),
+                    features: t.features.iter().map(|&i| self.set.defs[i].name.as_str()).collect(),
                     entries,
-                    queue: t.queue.clone(),
+                    queue: &t.queue,
                 }
             })
             .collect();
-        let body = Body {
+        let body = BodyRef {
             format: SNAPSHOT_FORMAT,
-            state: StateBody {
-                feature_set_version: self.set.version.clone(),
-                key_check: key_check(self.keys),
-                max_event_time: self.max_event_time,
-                stats: self.stats,
-                tables,
-            },
+            feature_set_version: &self.set.version,
+            key_check: key_check(self.keys),
+            max_event_time: self.max_event_time,
+            stats: self.stats,
+            tables,
         };
         bincode::serialize_into(w, &body).map_err(|e| match *e {
             bincode::ErrorKind::Io(io) => SnapshotError::Io(io),

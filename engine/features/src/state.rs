@@ -22,6 +22,7 @@ use riskd_core::fields::{FieldId, Value};
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::capture::{Capture, TableCapture};
 use crate::def::{Aggregation, EntityKind, FeatureSet, FilterValue, Operand, Window};
 use crate::table::CountTable;
 
@@ -157,6 +158,9 @@ pub(crate) struct Entity {
     /// Time of this entity's live entry in the expiry queue.
     queued_at: i64,
     series: Box<[Series]>,
+    /// The snapshot capture this entity was last encoded in (`capture`).
+    #[serde(skip)]
+    pub(crate) epoch: u32,
 }
 
 impl Entity {
@@ -181,6 +185,9 @@ pub(crate) struct Table {
     requeue_ms: i64,
     pub(crate) map: KeyMap<Entity>,
     pub(crate) queue: VecDeque<(i64, u128)>,
+    /// The current capture epoch, and this table's part of a capture in progress.
+    pub(crate) epoch: u32,
+    pub(crate) capture: Option<TableCapture>,
 }
 
 /// Counters about state, for metrics and `/status`.
@@ -215,6 +222,10 @@ pub struct FeatureEngine {
     /// Per event, reused: the fields hashed for distinct counts so far, so
     /// a field counted by several features is hashed once.
     hashed: Vec<(FieldId, Option<u64>)>,
+    /// A snapshot being encoded between events, and the epoch it marks
+    /// encoded entities with (see `capture`).
+    pub(crate) capture: Option<Capture>,
+    pub(crate) epoch: u32,
 }
 
 /// Queue entries examined per event for expiry: bounded so no event pays
@@ -240,6 +251,8 @@ impl FeatureEngine {
                     requeue_ms: 0,
                     map: KeyMap::default(),
                     queue: VecDeque::new(),
+                    epoch: 0,
+                    capture: None,
                 }),
             }
         }
@@ -272,6 +285,8 @@ impl FeatureEngine {
             found: Vec::new(),
             points: Vec::new(),
             hashed: Vec::new(),
+            capture: None,
+            epoch: 0,
         }
     }
 
@@ -379,10 +394,24 @@ impl FeatureEngine {
                     let series =
                         table.features.iter().map(|&i| Series::new(&set.defs[i].agg, set.defs[i].window)).collect();
                     table.queue.push_back((t, key));
-                    table.map.insert(key, Entity { last_seen: t, queued_at: t, series })
+                    // Born after any capture in progress began: not part of it.
+                    let entity = Entity { last_seen: t, queued_at: t, series, epoch: table.epoch };
+                    let slots = table.map.capacity();
+                    let slot = table.map.insert(key, entity);
+                    if table.map.capacity() != slots {
+                        if let Some(c) = &mut table.capture {
+                            c.restart_walk();
+                        }
+                    }
+                    slot
                 }
             };
+            let epoch = table.epoch;
             let entity = table.map.at_mut(slot);
+            if let Some(c) = &mut table.capture {
+                // Encoded as it was before this event changes it.
+                c.keep(epoch, key, entity);
+            }
             if counted && t > entity.last_seen {
                 entity.last_seen = t;
                 if t >= entity.queued_at.saturating_add(table.requeue_ms) {
@@ -435,7 +464,7 @@ impl Table {
             if qt > cutoff {
                 return;
             }
-            self.queue.pop_front();
+            self.pop_queue();
             let Some(slot) = self.map.find(key) else { continue };
             let e = self.map.at_mut(slot);
             if e.queued_at != qt {
@@ -443,9 +472,12 @@ impl Table {
             }
             // Invisible: every read from now on starts after `cutoff`.
             if e.last_seen <= cutoff {
-                self.map.remove(&key);
+                self.remove_entity(key);
                 stats.expired_entities += 1;
             } else {
+                if let Some(c) = &mut self.capture {
+                    c.keep(self.epoch, key, e);
+                }
                 e.queued_at = e.last_seen;
                 self.queue.push_back((e.last_seen, key));
             }
@@ -458,13 +490,45 @@ impl Table {
         if self.queue.len() > 2 * self.map.len() + 1024 {
             let mut live: Vec<(i64, u128)> = self.map.iter().map(|(k, e)| (e.queued_at, k)).collect();
             live.sort_unstable();
+            if let Some(c) = &mut self.capture {
+                c.before_rebuild(&self.queue);
+            }
             self.queue = live.into();
         }
         while self.map.len() >= max_entities {
-            let Some((qt, key)) = self.queue.pop_front() else { return };
+            let Some((qt, key)) = self.pop_queue() else { return };
             if self.map.find(key).is_some_and(|slot| self.map.at(slot).queued_at == qt) {
-                self.map.remove(&key);
+                self.remove_entity(key);
                 stats.evicted_entities += 1;
+            }
+        }
+    }
+
+    /// Pops the expiry queue's front entry (a capture in progress encodes it first).
+    fn pop_queue(&mut self) -> Option<(i64, u128)> {
+        if let Some(c) = &mut self.capture {
+            c.before_pop(&self.queue);
+        }
+        self.queue.pop_front()
+    }
+
+    /// Drops an entity. A capture in progress encodes it first if it has
+    /// not yet, and any entity the deletion moves behind its walk.
+    fn remove_entity(&mut self, key: u128) {
+        let epoch = self.epoch;
+        match &mut self.capture {
+            None => {
+                self.map.remove(&key);
+            }
+            Some(cap) => {
+                if let Some(slot) = self.map.find(key) {
+                    cap.keep(epoch, key, self.map.at_mut(slot));
+                }
+                self.map.remove_tracking(&key, |slot, k, e| {
+                    if cap.passed(slot) {
+                        cap.keep(epoch, k, e);
+                    }
+                });
             }
         }
     }

@@ -128,6 +128,19 @@ impl<V> KeyTable<V> {
     }
 
     pub fn remove(&mut self, key: &u128) -> Option<V> {
+        self.remove_tracking(key, |_, _, _| {})
+    }
+
+    /// Number of slots; it changes only when the table is rebuilt (and every
+    /// entry moves).
+    pub fn capacity(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Like [`KeyTable::remove`], calling `moved(slot, key, value)` for every
+    /// entry the deletion shifts into an earlier slot (a walk over the
+    /// slots in progress may have passed it).
+    pub fn remove_tracking(&mut self, key: &u128, mut moved: impl FnMut(usize, u128, &mut V)) -> Option<V> {
         let mut i = self.find(*key)?;
         let out = self.vals[i].take();
         self.keys[i] = 0;
@@ -149,10 +162,20 @@ impl<V> KeyTable<V> {
                 self.keys[i] = k;
                 self.vals[i] = self.vals[j].take();
                 self.keys[j] = 0;
+                if let Some(v) = self.vals[i].as_mut() {
+                    moved(i, k, v);
+                }
                 i = j;
             }
         }
         out
+    }
+
+    /// The key and value in a slot, if occupied.
+    #[inline]
+    pub fn slot_mut(&mut self, slot: usize) -> Option<(u128, &mut V)> {
+        let k = *self.keys.get(slot)?;
+        self.vals[slot].as_mut().map(|v| (k, v))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u128, &V)> {

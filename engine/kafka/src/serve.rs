@@ -16,6 +16,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use riskd_core::metric;
 use riskd_core::SourcePosition;
+use riskd_features::EncodedState;
 use riskd_pipeline::config::KafkaConfig;
 use riskd_pipeline::{CheckpointError, CheckpointMeta, CheckpointStore, Outcome, Pipeline};
 
@@ -225,22 +226,62 @@ fn serve_meta(
     }
 }
 
-/// Encodes the state between events (the only pause the event loop takes).
-fn encode_checkpoint(pipeline: &mut Pipeline, meta: &CheckpointMeta) -> Vec<u8> {
-    let t = Instant::now();
-    let bytes = pipeline.checkpoint(meta);
-    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode").record(t.elapsed().as_secs_f64());
-    metrics::gauge!(metric::CHECKPOINT_BYTES).set(bytes.len() as f64);
-    bytes
+/// Entities a checkpoint in progress encodes after each input: a few
+/// microseconds per input, so no input waits long for it.
+const CAPTURE_PER_INPUT: usize = 16;
+/// Entities encoded per turn of the loop while no input is waiting: short
+/// enough (well under a millisecond) that an arriving input is not held up.
+const CAPTURE_WHEN_IDLE: usize = 128;
+
+/// A checkpoint on its way: the state of one instant being encoded between
+/// inputs, then waiting for the outputs decided before that instant to be
+/// acknowledged.
+struct Pending {
+    meta: CheckpointMeta,
+    /// Outputs in flight at the instant not yet acknowledged.
+    before: usize,
+    /// The encoded state, once complete.
+    state: Option<EncodedState>,
+    /// Time the event loop spent encoding it.
+    encoding: Duration,
 }
 
-/// Writes an encoded checkpoint on a blocking thread. A failed write is
-/// logged and counted; serving goes on and the previous checkpoint stays.
-fn store_checkpoint(ck: &Checkpointing, bytes: Vec<u8>) -> tokio::task::JoinHandle<()> {
+impl Pending {
+    /// Encodes a little more of the state.
+    fn step(&mut self, pipeline: &mut Pipeline, budget: usize) {
+        if self.state.is_none() {
+            let t = Instant::now();
+            self.state = pipeline.checkpoint_step(budget);
+            self.encoding += t.elapsed();
+            if self.state.is_some() {
+                metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode")
+                    .record(self.encoding.as_secs_f64());
+            }
+        }
+    }
+}
+
+/// The whole state at once, for the final checkpoint at shutdown (nothing
+/// is waiting for the loop then).
+fn encode_state(pipeline: &Pipeline) -> EncodedState {
+    let t = Instant::now();
+    let engine = pipeline.feature_engine();
+    let mut state = Vec::with_capacity(64 * engine.entity_count());
+    engine.write_snapshot(&mut state).expect("writing to memory cannot fail");
+    metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode").record(t.elapsed().as_secs_f64());
+    state.into()
+}
+
+/// Assembles (checksum included) and writes a checkpoint on a blocking
+/// thread. A failed write is logged and counted; serving goes on and the
+/// previous checkpoint stays.
+fn store_checkpoint(ck: &Checkpointing, meta: CheckpointMeta, state: EncodedState) -> tokio::task::JoinHandle<()> {
     let store = ck.store.clone();
     tokio::task::spawn_blocking(move || {
+        metrics::gauge!(metric::CHECKPOINT_BYTES).set(state.len() as f64);
         let t = Instant::now();
-        let written = store.write(&bytes);
+        let written = store.write_state(&meta, &state);
+        let bytes = state;
         metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "write").record(t.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
@@ -330,11 +371,13 @@ pub async fn run(
     // One timer for the next checkpoint, reset after each, not one per input.
     let wake = tokio::time::sleep_until(next_checkpoint.unwrap_or_else(Instant::now).into());
     tokio::pin!(wake);
-    // A checkpoint is encoded between two inputs and becomes durable once
+    // A checkpoint stands for the state between two inputs. It is encoded a
+    // little at a time while inputs go on (an input that changes an entity
+    // not yet encoded encodes it first, as it was), and becomes durable once
     // every output decided before it is acknowledged: the outputs in flight
     // when it was taken, which `FuturesOrdered` completes first. Consumption
-    // does not pause meanwhile.
-    let mut pending: Option<(Vec<u8>, usize)> = None;
+    // never pauses for it.
+    let mut pending: Option<Pending> = None;
     let mut writing: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
 
@@ -342,23 +385,29 @@ pub async fn run(
         in_flight_gauge.set(in_flight.len() as f64);
         if let (Some(ck), Some(at)) = (&checkpoints, next_checkpoint) {
             if pending.is_none() && Instant::now() >= at {
-                if events_in_state != checkpointed_at {
+                if events_in_state != checkpointed_at && pipeline.begin_checkpoint() {
                     let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
-                    pending = Some((encode_checkpoint(&mut pipeline, &meta), in_flight.len()));
+                    pending = Some(Pending { meta, before: in_flight.len(), state: None, encoding: Duration::ZERO });
                     checkpointed_at = events_in_state;
                 }
                 let at = Instant::now() + ck.interval;
                 next_checkpoint = Some(at);
                 wake.as_mut().reset(at.into());
             }
-            if pending.as_ref().is_some_and(|(_, before)| *before == 0) {
-                let (bytes, _) = pending.take().expect("checked");
+            if pending.as_ref().is_some_and(|p| p.state.is_none() && !pipeline.checkpoint_in_progress()) {
+                // The feature state was reset meanwhile: nothing to write.
+                pending = None;
+                checkpointed_at = u64::MAX;
+            }
+            if pending.as_ref().is_some_and(|p| p.before == 0 && p.state.is_some()) {
+                let Pending { meta, state, .. } = pending.take().expect("checked");
                 if let Some(previous) = writing.take() {
                     let _ = previous.await;
                 }
-                writing = Some(store_checkpoint(ck, bytes));
+                writing = Some(store_checkpoint(ck, meta, state.expect("checked")));
             }
         }
+        let capturing = pending.as_ref().is_some_and(|p| p.state.is_none());
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -369,8 +418,8 @@ pub async fn run(
                     result = Err(e);
                     break;
                 }
-                if let Some((_, before)) = &mut pending {
-                    *before = before.saturating_sub(1);
+                if let Some(p) = &mut pending {
+                    p.before = p.before.saturating_sub(1);
                 }
             }
             msg = consumer.recv(), if in_flight.len() < kafka.max_in_flight => {
@@ -444,6 +493,15 @@ pub async fn run(
                     let acked = delivery.await;
                     Done { topic, partition, offset, output_topic, acked }
                 });
+                if let Some(p) = &mut pending {
+                    p.step(&mut pipeline, CAPTURE_PER_INPUT);
+                }
+            }
+            // Nothing else to do: encode more of the checkpoint in progress.
+            _ = std::future::ready(()), if capturing => {
+                if let Some(p) = &mut pending {
+                    p.step(&mut pipeline, CAPTURE_WHEN_IDLE);
+                }
             }
         }
     }
@@ -467,10 +525,11 @@ pub async fn run(
         }
         if let (Ok(()), Some(ck)) = (&result, &checkpoints) {
             // Everything is acknowledged now: the state as it stands.
+            pipeline.abort_checkpoint();
             if events_in_state != checkpointed_at || pending.is_some() {
                 let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
-                let bytes = encode_checkpoint(&mut pipeline, &meta);
-                let _ = store_checkpoint(ck, bytes).await;
+                let state = encode_state(&pipeline);
+                let _ = store_checkpoint(ck, meta, state).await;
             }
         }
     }

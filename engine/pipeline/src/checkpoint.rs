@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use riskd_features::{FeatureEngine, FeatureSet, SnapshotError};
+use riskd_features::{EncodedState, FeatureEngine, FeatureSet, SnapshotError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -116,20 +116,46 @@ impl CheckpointStore {
     /// Like [`CheckpointStore::encode`], with the state already written by
     /// `FeatureEngine::write_snapshot` (e.g. on another thread).
     pub fn encode_parts(meta: &CheckpointMeta, state: &[u8]) -> Vec<u8> {
-        let meta_json = serde_json::to_vec(meta).expect("checkpoint metadata serializes");
-        let mut buf = Vec::with_capacity(64 + meta_json.len() + state.len());
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&FORMAT.to_le_bytes());
-        buf.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&meta_json);
+        let mut buf = Self::head(meta);
         buf.extend_from_slice(state);
         let digest = Sha256::digest(&buf);
         buf.extend_from_slice(&digest);
         buf
     }
 
+    /// What precedes the state: magic, format, metadata.
+    fn head(meta: &CheckpointMeta) -> Vec<u8> {
+        let meta_json = serde_json::to_vec(meta).expect("checkpoint metadata serializes");
+        let mut buf = Vec::with_capacity(16 + meta_json.len());
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FORMAT.to_le_bytes());
+        buf.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&meta_json);
+        buf
+    }
+
+    /// Replaces the checkpoint atomically with `meta` and a state encoded in
+    /// pieces (`FeatureEngine::snapshot_step`), without copying them into
+    /// one buffer: the same file as [`CheckpointStore::encode`] gives.
+    pub fn write_state(&self, meta: &CheckpointMeta, state: &EncodedState) -> Result<(), CheckpointError> {
+        let head = Self::head(meta);
+        let mut hasher = Sha256::new();
+        hasher.update(&head);
+        for part in state.parts() {
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        let parts: Vec<&[u8]> =
+            std::iter::once(head.as_slice()).chain(state.parts()).chain(std::iter::once(digest.as_slice())).collect();
+        self.write_parts(&parts)
+    }
+
     /// Replaces the checkpoint atomically with `bytes` from [`CheckpointStore::encode`].
     pub fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        self.write_parts(&[bytes])
+    }
+
+    fn write_parts(&self, parts: &[&[u8]]) -> Result<(), CheckpointError> {
         let io = |path: &Path, e: std::io::Error| CheckpointError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -137,7 +163,7 @@ impl CheckpointStore {
         fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
+        parts.iter().try_for_each(|p| f.write_all(p)).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
         drop(f);
         let path = self.path();
         fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
@@ -208,8 +234,13 @@ mod tests {
             events: 42,
             ..Default::default()
         };
-        let engine = FeatureEngine::new(set(), [1; 16]);
+        let mut engine = FeatureEngine::new(set(), [1; 16]);
         let bytes = CheckpointStore::encode(&meta, &engine);
+        // A state captured between events is written in pieces to the same file.
+        assert!(engine.begin_snapshot());
+        let captured = engine.snapshot_step(usize::MAX).expect("an empty state is captured at once");
+        store.write_state(&meta, &captured).unwrap();
+        assert_eq!(std::fs::read(store.path()).unwrap(), bytes);
         store.write(&bytes).unwrap();
         let (back, _) = store.load(set(), [1; 16]).unwrap().unwrap();
         assert_eq!(back, meta);

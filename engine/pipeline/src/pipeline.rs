@@ -255,6 +255,32 @@ impl Pipeline {
         CheckpointStore::encode(meta, &self.intake.features)
     }
 
+    /// Starts a checkpoint of the feature state as it stands now, encoded
+    /// by [`Pipeline::checkpoint_step`] while inputs keep being decided (see
+    /// `riskd_features::FeatureEngine::begin_snapshot`). False when one is
+    /// already in progress.
+    pub fn begin_checkpoint(&mut self) -> bool {
+        self.intake.metrics.state.publish(&self.intake.features);
+        self.intake.features.begin_snapshot()
+    }
+
+    /// Encodes up to `budget` more entities of the checkpoint in progress;
+    /// the state once complete, for [`CheckpointStore::write_state`].
+    pub fn checkpoint_step(&mut self, budget: usize) -> Option<riskd_features::EncodedState> {
+        self.intake.features.snapshot_step(budget)
+    }
+
+    /// Whether a checkpoint begun with [`Pipeline::begin_checkpoint`] is
+    /// still being encoded (false again after [`Pipeline::reset_features`]).
+    pub fn checkpoint_in_progress(&self) -> bool {
+        self.intake.features.snapshot_in_progress()
+    }
+
+    /// Drops a checkpoint in progress.
+    pub fn abort_checkpoint(&mut self) {
+        self.intake.features.abort_snapshot();
+    }
+
     /// The two halves, to run on two threads (the intake ahead of the
     /// decider, handing over each event with its feature values in order).
     pub fn halves(&mut self) -> (&mut Intake, &mut Decider) {
