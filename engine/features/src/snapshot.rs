@@ -15,8 +15,10 @@ use siphasher::sip::SipHasher13;
 use crate::def::FeatureSet;
 use crate::state::{Entity, FeatureEngine, KeyMap, StateStats};
 
-/// Bumped whenever the encoding changes; older snapshots are refused.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// Bumped whenever the encoding or the meaning of what it holds changes
+/// (3: distinct counts of entity fields hold entity keys); older snapshots
+/// are refused.
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

@@ -222,6 +222,11 @@ pub struct FeatureEngine {
     /// Per event, reused: the fields hashed for distinct counts so far, so
     /// a field counted by several features is hashed once.
     hashed: Vec<(FieldId, Option<u64>)>,
+    /// Entity fields (`entity.user_id`, ...) with the table keyed by their
+    /// kind, if any: a distinct count of such a field counts the entity
+    /// keys already computed for the event, instead of hashing the value
+    /// again.
+    entity_fields: Vec<(FieldId, EntityKind, Option<usize>)>,
     /// A snapshot being encoded between events, and the epoch it marks
     /// encoded entities with (see `capture`).
     pub(crate) capture: Option<Capture>,
@@ -272,6 +277,18 @@ impl FeatureEngine {
             // Lifetime-only tables still queue for cap eviction: hourly is fine-grained enough.
             t.requeue_ms = t.expiry_ms.map_or(3_600_000, |e| (e / 8).max(1));
         }
+        let entity_fields = [
+            ("entity.user_id", EntityKind::User),
+            ("entity.device_id", EntityKind::Device),
+            ("entity.ip", EntityKind::Ip),
+        ]
+        .into_iter()
+        .filter_map(|(name, kind)| {
+            let field = FieldId::lookup(name)?;
+            let counted = set.defs.iter().any(|d| matches!(d.agg, Aggregation::DistinctCount(f) if f == field));
+            counted.then(|| (field, kind, tables.iter().position(|t| t.entity == kind)))
+        })
+        .collect();
         let k0 = u64::from_le_bytes(hash_key[..8].try_into().expect("8 bytes"));
         let k1 = u64::from_le_bytes(hash_key[8..].try_into().expect("8 bytes"));
         FeatureEngine {
@@ -285,6 +302,7 @@ impl FeatureEngine {
             found: Vec::new(),
             points: Vec::new(),
             hashed: Vec::new(),
+            entity_fields,
             capture: None,
             epoch: 0,
         }
@@ -348,6 +366,14 @@ impl FeatureEngine {
                 table.map.prefetch(key);
             }
             self.found.push((key, None, 0));
+        }
+        // Distinct counts of an entity field count that entity's key.
+        for &(field, kind, table) in &self.entity_fields {
+            let key = match table {
+                Some(i) => self.found[i].0,
+                None => entity_key(self.keys, kind, ev),
+            };
+            self.hashed.push((field, key.map(|k| k as u64 ^ (k >> 64) as u64)));
         }
         for ((key, slot, _), table) in self.found.iter_mut().zip(&self.tables) {
             *slot = key.and_then(|k| table.map.find(k));
