@@ -18,7 +18,9 @@
 #   BENCH_RATES      load-test rates, comma-separated    (default 1000,5000,10000,15000,20000,30000)
 #   BENCH_DURATION   measured seconds per rate           (default 10)
 #   BENCH_TPUT_RATES rates for the load test again with throughput settings
-#                    (linger 5 ms, fetch wait 10 ms)     (default 5000,20000)
+#                    (linger 10 ms, fetch wait 10 ms)    (default 20000,30000)
+#   BENCH_SETTINGS   client settings compared at 10,000 events/s, as
+#                    LINGER_MS:FETCH_WAIT_MS pairs       (default 0:1 1:2 2:2 5:1 5:2 5:5 10:10)
 #   BENCH_DATA       where the generated stream is kept  (default /tmp/riskd-bench)
 #   BENCH_SKIP       any of: criterion latency features replay loadtest (space-separated)
 set -euo pipefail
@@ -31,7 +33,8 @@ USERS="${BENCH_USERS:-250000}"
 REPLAYS="${BENCH_REPLAYS:-2}"
 RATES="${BENCH_RATES:-1000,5000,10000,15000,20000,30000}"
 DURATION="${BENCH_DURATION:-10}"
-TPUT_RATES="${BENCH_TPUT_RATES:-5000,20000}"
+TPUT_RATES="${BENCH_TPUT_RATES:-20000,30000}"
+SETTINGS="${BENCH_SETTINGS:-0:1 1:2 2:2 5:1 5:2 5:5 10:10}"
 DATA="${BENCH_DATA:-/tmp/riskd-bench}"
 SKIP="${BENCH_SKIP:-}"
 OUT=benches/out
@@ -87,8 +90,15 @@ fi
 if ! skip loadtest; then
     "$RISKD" loadtest --rates "$RATES" --duration "$DURATION" --json "$OUT/loadtest.json" | tee "$OUT/loadtest.md"
     # The same with the client settings traded towards throughput.
-    RISKD_KAFKA_LINGER_MS=5 RISKD_KAFKA_FETCH_WAIT_MAX_MS=10 "$RISKD" loadtest --rates "$TPUT_RATES" \
+    RISKD_KAFKA_LINGER_MS=10 RISKD_KAFKA_FETCH_WAIT_MAX_MS=10 "$RISKD" loadtest --rates "$TPUT_RATES" \
         --duration "$DURATION" --json "$OUT/loadtest-throughput.json" | tee "$OUT/loadtest-throughput.md"
+    # Producer linger and consumer fetch wait compared at 10,000 events/s.
+    rm -f "$OUT"/loadtest-settings-*.json
+    for pair in $SETTINGS; do
+        linger="${pair%%:*}" wait="${pair##*:}"
+        RISKD_KAFKA_LINGER_MS="$linger" RISKD_KAFKA_FETCH_WAIT_MAX_MS="$wait" "$RISKD" loadtest --rates 10000 \
+            --duration "$DURATION" --json "$OUT/loadtest-settings-$linger-$wait.json" | tail -4
+    done
 fi
 
 python3 - "$load_before" "$EVENTS" "$RATES" "$DURATION" "$SKIP" >"$OUT/meta.json" <<'PY'

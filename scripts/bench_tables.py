@@ -150,6 +150,34 @@ def loadtest_tables(lt):
     return "\n".join(rows)
 
 
+def settings_table():
+    runs = []
+    for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
+        if name.startswith("loadtest-settings-") and name.endswith(".json"):
+            runs.append(load(name))
+    if not runs:
+        return "_not run_"
+    runs.sort(key=lambda lt: (lt["linger_ms"], lt["fetch_wait_max_ms"]))
+    rows = [
+        "| linger.ms | fetch.wait.max.ms | one hop p50 / p99 | pass-through p50 / p99 | engine p50 / p99 / p99.9 | engine added p50 / p99 / p99.9 | CPU pass-through / engine | lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for lt in runs:
+        by = {r["worker"]: r for r in lt["runs"] if r["target_rate"] == 10000}
+        p, e = by.get("pass-through"), by.get("engine")
+        if not (p and e):
+            continue
+        pe, ee = p["end_to_end"], e["end_to_end"]
+        d = lambda k: ee[k] - pe[k]  # noqa: E731
+        rows.append(
+            f"| {lt['linger_ms']} | {lt['fetch_wait_max_ms']} | {p['one_hop']['p50_ms']:.1f} / {p['one_hop']['p99_ms']:.1f} ms"
+            f" | {pe['p50_ms']:.1f} / {pe['p99_ms']:.1f} ms | {ee['p50_ms']:.1f} / {ee['p99_ms']:.1f} / {ee['p999_ms']:.1f} ms"
+            f" | {d('p50_ms'):+.2f} / {d('p99_ms'):+.2f} / {d('p999_ms'):+.2f} ms | {p['cpu_percent']:.0f}% / {e['cpu_percent']:.0f}%"
+            f" | {p['lost'] + e['lost']} |"
+        )
+    return "\n".join(rows)
+
+
 def feature_state_table(fs):
     if fs is None:
         return "_not run_"
@@ -163,6 +191,13 @@ def feature_state_table(fs):
         f"| populating ({fs['populate_events']:,} events) | {fs['populate_events_per_s']:,.0f} events/s | — |",
         f"| state memory | {fs['state_mib']:,.0f} MiB, {fs['mib_per_million_entities']:,.0f} MiB per million entities | — |",
     ]
+    if "capture_events" in fs:
+        rows += [
+            f"| whole snapshot ({fs['snapshot_mib']:,.0f} MiB), encoded at once | {fs['snapshot_ms']:,.0f} ms | — |",
+            f"| a checkpoint taken between events: update + 16 entities per event, p50 / p99 / p99.9 / max"
+            f" | {fs['capture_p50_us']:.2f} / {fs['capture_p99_us']:.2f} / {fs['capture_p999_us']:.2f} / {fs['capture_max_us']:.1f} us"
+            f" over {fs['capture_events']:,} events | — |",
+        ]
     return "\n".join(rows)
 
 
@@ -223,6 +258,7 @@ def main():
         "replay": replay_table(rep),
         "loadtest": loadtest_tables(lt),
         "loadtest_throughput": loadtest_tables(lt_tput),
+        "loadtest_settings": settings_table(),
     }
     path = os.path.join(ROOT, "BENCHMARKS.md")
     with open(path) as f:

@@ -1,5 +1,6 @@
 //! Client settings shared by the engine, the demo and the tests, tuned for
-//! latency: no producer linger, a short consumer fetch wait.
+//! latency: a short producer linger and consumer fetch wait (see
+//! `docs/operations.md`, Latency or throughput).
 
 use rdkafka::ClientConfig;
 use riskd_pipeline::config::KafkaConfig;
@@ -25,7 +26,7 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Producer settings: idempotent, all replicas acknowledge, no linger.
+/// Producer settings: idempotent, all replicas acknowledge, `kafka.linger_ms`.
 pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)

@@ -72,7 +72,8 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Consumer `fetch.wait.max.ms`: the broker may hold a fetch this long.
     pub fetch_wait_max_ms: u32,
-    /// Producer `linger.ms`: 0 sends each decision at once.
+    /// Producer `linger.ms`: how long a decision may wait to share a
+    /// produce request with the next ones (0 sends each at once).
     pub linger_ms: u32,
     /// Offsets of acknowledged outputs are committed this often.
     pub commit_interval_ms: u32,
@@ -138,8 +139,8 @@ impl Default for KafkaConfig {
             input_topics: vec!["risk.events".into()],
             decision_topic: "risk.decisions".into(),
             dead_letter_topic: "risk.dead-letters".into(),
-            fetch_wait_max_ms: 1,
-            linger_ms: 0,
+            fetch_wait_max_ms: 2,
+            linger_ms: 5,
             commit_interval_ms: 200,
             max_in_flight: 10_000,
             client: BTreeMap::new(),
@@ -313,7 +314,7 @@ mod tests {
         assert_eq!(cfg.kafka.group_id, "g2");
         assert_eq!(cfg.kafka.input_topics, vec!["x", "y"]);
         assert_eq!(cfg.engine.reason_codes, 2);
-        assert_eq!(cfg.kafka.linger_ms, 0);
+        assert_eq!(cfg.kafka.linger_ms, 5);
     }
 
     #[test]
