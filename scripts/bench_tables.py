@@ -44,7 +44,7 @@ def machine(meta):
             f"- Toolchain: {meta['rustc']}, release profile",
             f"- Date: {meta['date']}; commit `{meta['commit']}`",
             f"- Load average before / after the suite: {meta['load_before']} / {meta['load_after']}"
-            " (the machine is shared: other builds running at the same time inflate the tails)",
+            " (the suite itself loads both cores; a high figure before it means other work shared the machine)",
             f"- Command: `{meta['command']}`",
         ]
     )
