@@ -214,20 +214,37 @@ fn event(i: usize, t: i64, user: u32, device: Option<u32>, ip: Option<[u8; 4]>, 
 /// edges and share timestamps): bursts, idle gaps longer than every window,
 /// and arrivals up to the allowed lateness out of order.
 fn stream(seed: u64, n: usize) -> Vec<Event> {
+    stream_over(seed, n, Spread { idle_one_in: 100, users: 8, devices: 6, subnets: 2, hosts: 3, burst_gap_minutes: 3 })
+}
+
+/// How many entities a generated stream spreads over, and how often it goes idle.
+struct Spread {
+    /// One gap of 26 hours (everything windowed expires) in this many events.
+    idle_one_in: u32,
+    users: u32,
+    devices: u32,
+    subnets: u8,
+    hosts: u8,
+    /// Gaps between most events: 0 to this many minutes, exclusive.
+    burst_gap_minutes: i64,
+}
+
+fn stream_over(seed: u64, n: usize, spread: Spread) -> Vec<Event> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let minute = 60_000;
     let mut clock = 1_700_000_000_000i64 - 1_700_000_000_000i64 % minute;
     (0..n)
         .map(|i| {
-            clock += match rng.gen_range(0..100) {
+            clock += match rng.gen_range(0..spread.idle_one_in) {
                 0 => 26 * 60 * minute, // idle: everything windowed expires
                 1..=5 => rng.gen_range(0..120) * minute,
-                _ => rng.gen_range(0..3) * minute,
+                _ => rng.gen_range(0..spread.burst_gap_minutes) * minute,
             };
             let t = if rng.gen_bool(0.3) { clock - rng.gen_range(0..=10) * minute } else { clock };
-            let device = rng.gen_bool(0.9).then(|| rng.gen_range(0..6));
-            let ip = rng.gen_bool(0.8).then(|| [10, 0, rng.gen_range(0..2), rng.gen_range(0..3)]);
-            event(i, t, rng.gen_range(0..8), device, ip, rng.gen_range(0..2), rng.gen())
+            let device = rng.gen_bool(0.9).then(|| rng.gen_range(0..spread.devices));
+            let ip =
+                rng.gen_bool(0.8).then(|| [10, 0, rng.gen_range(0..spread.subnets), rng.gen_range(0..spread.hosts)]);
+            event(i, t, rng.gen_range(0..spread.users), device, ip, rng.gen_range(0..2), rng.gen())
         })
         .collect()
 }
@@ -354,22 +371,11 @@ fn the_entity_cap_evicts_the_least_recently_seen() {
 
 /// Like `stream`, over hundreds of users and devices, so tables grow.
 fn wide_stream(seed: u64, n: usize) -> Vec<Event> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let minute = 60_000;
-    let mut clock = 1_700_000_000_000i64 - 1_700_000_000_000i64 % minute;
-    (0..n)
-        .map(|i| {
-            clock += match rng.gen_range(0..200) {
-                0 => 26 * 60 * minute,
-                1..=5 => rng.gen_range(0..120) * minute,
-                _ => rng.gen_range(0..2) * minute,
-            };
-            let t = if rng.gen_bool(0.3) { clock - rng.gen_range(0..=10) * minute } else { clock };
-            let device = rng.gen_bool(0.9).then(|| rng.gen_range(0..150));
-            let ip = rng.gen_bool(0.8).then(|| [10, 0, rng.gen_range(0..4), rng.gen_range(0..60)]);
-            event(i, t, rng.gen_range(0..400), device, ip, rng.gen_range(0..2), rng.gen())
-        })
-        .collect()
+    stream_over(
+        seed,
+        n,
+        Spread { idle_one_in: 200, users: 400, devices: 150, subnets: 4, hosts: 60, burst_gap_minutes: 2 },
+    )
 }
 
 /// A snapshot encoded a little at a time while events go on (as serve takes
