@@ -318,10 +318,9 @@ fn main() {
     }
     ns.sort_unstable();
 
-    // A checkpoint's state encoding, as serve takes it between two inputs.
+    // A checkpoint's state encoded at once, as at shutdown and in replay.
     let t = Instant::now();
-    let mut snapshot = Vec::with_capacity(64 * entities);
-    engine.write_snapshot(&mut snapshot).expect("snapshot to memory");
+    let snapshot = engine.encode_state();
     let snapshot_secs = t.elapsed().as_secs_f64();
     // A checkpoint as serve takes it: begun between two events, then 16
     // entities encoded after each event (and any entity an event is about

@@ -263,13 +263,11 @@ impl Pending {
 
 /// The whole state at once, for the final checkpoint at shutdown (nothing
 /// is waiting for the loop then).
-fn encode_state(pipeline: &Pipeline) -> EncodedState {
+fn encode_state(pipeline: &mut Pipeline) -> EncodedState {
     let t = Instant::now();
-    let engine = pipeline.feature_engine();
-    let mut state = Vec::with_capacity(64 * engine.entity_count());
-    engine.write_snapshot(&mut state).expect("writing to memory cannot fail");
+    let state = pipeline.encode_state();
     metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "encode").record(t.elapsed().as_secs_f64());
-    state.into()
+    state
 }
 
 /// Assembles (checksum included) and writes a checkpoint on a blocking
@@ -525,10 +523,9 @@ pub async fn run(
         }
         if let (Ok(()), Some(ck)) = (&result, &checkpoints) {
             // Everything is acknowledged now: the state as it stands.
-            pipeline.abort_checkpoint();
             if events_in_state != checkpointed_at || pending.is_some() {
                 let meta = serve_meta(&pipeline, kafka, &cluster_id, &positions, events_in_state);
-                let state = encode_state(&pipeline);
+                let state = encode_state(&mut pipeline);
                 let _ = store_checkpoint(ck, meta, state).await;
             }
         }

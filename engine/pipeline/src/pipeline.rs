@@ -249,12 +249,6 @@ impl Pipeline {
         self.intake.metrics.state.publish(&self.intake.features);
     }
 
-    /// Encodes the feature state with `meta` for [`CheckpointStore::write`].
-    pub fn checkpoint(&mut self, meta: &CheckpointMeta) -> Vec<u8> {
-        self.intake.metrics.state.publish(&self.intake.features);
-        CheckpointStore::encode(meta, &self.intake.features)
-    }
-
     /// Starts a checkpoint of the feature state as it stands now, encoded
     /// by [`Pipeline::checkpoint_step`] while inputs keep being decided (see
     /// `riskd_features::FeatureEngine::begin_snapshot`). False when one is
@@ -270,15 +264,16 @@ impl Pipeline {
         self.intake.features.snapshot_step(budget)
     }
 
+    /// The feature state encoded at once, for a checkpoint nothing waits on
+    /// (shutdown); drops a checkpoint in progress.
+    pub fn encode_state(&mut self) -> riskd_features::EncodedState {
+        self.intake.encode_state()
+    }
+
     /// Whether a checkpoint begun with [`Pipeline::begin_checkpoint`] is
     /// still being encoded (false again after [`Pipeline::reset_features`]).
     pub fn checkpoint_in_progress(&self) -> bool {
         self.intake.features.snapshot_in_progress()
-    }
-
-    /// Drops a checkpoint in progress.
-    pub fn abort_checkpoint(&mut self) {
-        self.intake.features.abort_snapshot();
     }
 
     /// The two halves, to run on two threads (the intake ahead of the
@@ -339,6 +334,13 @@ impl Intake {
 
     pub fn feature_engine(&self) -> &FeatureEngine {
         &self.features
+    }
+
+    /// The feature state encoded at once, for a checkpoint
+    /// (`FeatureEngine::encode_state`).
+    pub fn encode_state(&mut self) -> riskd_features::EncodedState {
+        self.metrics.state.publish(&self.features);
+        self.features.encode_state()
     }
 }
 

@@ -41,6 +41,8 @@ use riskd_core::{DeadLetter, Event, SourcePosition};
 use riskd_features::FeatureVector;
 use serde::Deserialize;
 
+use riskd_features::EncodedState;
+
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, ReplayPoint};
 use crate::pipeline::{Decider, Intake, Outcome, Pipeline};
 
@@ -203,7 +205,7 @@ struct Batch {
     values: Vec<f64>,
     /// Feature state as of the end of this batch, to be made durable once
     /// the batch's outputs are written.
-    checkpoint: Option<(Position, Vec<u8>)>,
+    checkpoint: Option<(Position, EncodedState)>,
 }
 
 impl Batch {
@@ -231,10 +233,8 @@ pub struct Start {
 }
 
 /// The intake's feature state, encoded for a checkpoint.
-fn snapshot(intake: &Intake) -> io::Result<Vec<u8>> {
-    let mut state = Vec::new();
-    intake.feature_engine().write_snapshot(&mut state).map_err(io::Error::other)?;
-    Ok(state)
+fn snapshot(intake: &mut Intake) -> EncodedState {
+    intake.encode_state()
 }
 
 /// Reads `input` line by line through the intake, sending batches in order.
@@ -285,7 +285,7 @@ fn intake_loop(
         since_checkpoint += 1;
         if checkpoint_every.is_some_and(|every| since_checkpoint >= every) {
             since_checkpoint = 0;
-            batch.checkpoint = Some((pos, snapshot(intake)?));
+            batch.checkpoint = Some((pos, snapshot(intake)));
         }
         if batch.items.len() == BATCH || batch.checkpoint.is_some() {
             // Batches alternate between the two deciders.
@@ -296,7 +296,7 @@ fn intake_loop(
         }
     }
     if checkpoint_every.is_some() && since_checkpoint > 0 {
-        batch.checkpoint = Some((pos, snapshot(intake)?));
+        batch.checkpoint = Some((pos, snapshot(intake)));
     }
     if !batch.items.is_empty() || batch.checkpoint.is_some() {
         let _ = tx[sent % 2].send(batch);
@@ -374,7 +374,7 @@ pub fn replay_from(
 /// A batch of outcomes, in input order, and the checkpoint that follows it.
 struct Decided {
     items: Vec<(Position, Outcome)>,
-    checkpoint: Option<(Position, Vec<u8>)>,
+    checkpoint: Option<(Position, EncodedState)>,
 }
 
 /// Decides every admitted input of its batches, in order, handing the
@@ -461,7 +461,7 @@ fn output_loop(
                 written_at: crate::checkpoint::now_text(),
                 ..CheckpointMeta::default()
             };
-            ck.store.write(&CheckpointStore::encode_parts(&meta, &state)).map_err(io::Error::other)?;
+            ck.store.write_state(&meta, &state).map_err(io::Error::other)?;
         }
     }
     decisions.flush()?;
