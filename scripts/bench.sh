@@ -111,7 +111,7 @@ osname = sh(". /etc/os-release && echo $PRETTY_NAME")
 print(json.dumps({
     "cpu": cpu, "cores": os.cpu_count(), "memory": f"{mem:.0f} GiB", "os": osname,
     "rustc": sh("rustc --version"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    "commit": sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no") else ""),
+    "commit": sh("git rev-parse --short HEAD") + (" (with local changes)" if sh("git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md'") else ""),
     "load_before": sys.argv[1], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
     "command": f"BENCH_EVENTS={sys.argv[2]} BENCH_RATES={sys.argv[3]} BENCH_DURATION={sys.argv[4]} scripts/bench.sh"
                + (f" (this run: BENCH_SKIP=\"{sys.argv[5]}\"; those results are from the previous run)" if sys.argv[5] else ""),
