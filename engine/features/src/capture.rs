@@ -111,7 +111,7 @@ impl EncodedState {
 
     /// All the bytes in one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.parts().flat_map(|p| p.iter().copied()).collect()
+        self.parts().collect::<Vec<_>>().concat()
     }
 }
 
@@ -272,7 +272,8 @@ impl FeatureEngine {
     }
 
     /// Encodes up to `budget` more entities of the snapshot in progress
-    /// (0: none; events may still have encoded the rest meanwhile). Returns the snapshot's bytes once it is complete (the same format as
+    /// (0: none; events may still have encoded the rest meanwhile). Returns
+    /// the snapshot's bytes once it is complete (the same format as
     /// [`FeatureEngine::write_snapshot`]), None while it is not (or when
     /// none is in progress).
     pub fn snapshot_step(&mut self, budget: usize) -> Option<EncodedState> {

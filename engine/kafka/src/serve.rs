@@ -276,15 +276,15 @@ fn encode_state(pipeline: &mut Pipeline) -> EncodedState {
 fn store_checkpoint(ck: &Checkpointing, meta: CheckpointMeta, state: EncodedState) -> tokio::task::JoinHandle<()> {
     let store = ck.store.clone();
     tokio::task::spawn_blocking(move || {
-        metrics::gauge!(metric::CHECKPOINT_BYTES).set(state.len() as f64);
+        let bytes = state.len();
+        metrics::gauge!(metric::CHECKPOINT_BYTES).set(bytes as f64);
         let t = Instant::now();
         let written = store.write_state(&meta, &state);
-        let bytes = state;
         metrics::histogram!(metric::CHECKPOINT_SECONDS, "phase" => "write").record(t.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
                 metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "ok").increment(1);
-                tracing::debug!(bytes = bytes.len(), "checkpoint written");
+                tracing::debug!(bytes, "checkpoint written");
             }
             Err(e) => {
                 metrics::counter!(metric::CHECKPOINTS_TOTAL, "outcome" => "error").increment(1);

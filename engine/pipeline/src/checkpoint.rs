@@ -105,19 +105,12 @@ impl CheckpointStore {
         self.dir.join(FILE_NAME)
     }
 
-    /// Encodes a checkpoint; cheap enough to do between events, while the
-    /// slow part ([`CheckpointStore::write`]) can run elsewhere.
+    /// A whole checkpoint in one buffer, its entities sorted by key (equal
+    /// state, equal bytes), for [`CheckpointStore::write`]. Serving and
+    /// replay encode in pieces instead ([`CheckpointStore::write_state`]).
     pub fn encode(meta: &CheckpointMeta, engine: &FeatureEngine) -> Vec<u8> {
-        let mut state = Vec::with_capacity(64 * engine.entity_count());
-        engine.write_snapshot(&mut state).expect("writing to memory cannot fail");
-        Self::encode_parts(meta, &state)
-    }
-
-    /// Like [`CheckpointStore::encode`], with the state already written by
-    /// `FeatureEngine::write_snapshot` (e.g. on another thread).
-    pub fn encode_parts(meta: &CheckpointMeta, state: &[u8]) -> Vec<u8> {
         let mut buf = Self::head(meta);
-        buf.extend_from_slice(state);
+        engine.write_snapshot(&mut buf).expect("writing to memory cannot fail");
         let digest = Sha256::digest(&buf);
         buf.extend_from_slice(&digest);
         buf

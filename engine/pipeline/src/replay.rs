@@ -38,10 +38,8 @@ use std::sync::mpsc;
 
 use riskd_core::timefmt::parse_rfc3339_ms;
 use riskd_core::{DeadLetter, Event, SourcePosition};
-use riskd_features::FeatureVector;
+use riskd_features::{EncodedState, FeatureVector};
 use serde::Deserialize;
-
-use riskd_features::EncodedState;
 
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, ReplayPoint};
 use crate::pipeline::{Decider, Intake, Outcome, Pipeline};
@@ -232,11 +230,6 @@ pub struct Start {
     pub dead_letters_bytes: u64,
 }
 
-/// The intake's feature state, encoded for a checkpoint.
-fn snapshot(intake: &mut Intake) -> EncodedState {
-    intake.encode_state()
-}
-
 /// Reads `input` line by line through the intake, sending batches in order.
 /// Stops early when the receiver is gone (the output loop failed).
 fn intake_loop(
@@ -285,7 +278,7 @@ fn intake_loop(
         since_checkpoint += 1;
         if checkpoint_every.is_some_and(|every| since_checkpoint >= every) {
             since_checkpoint = 0;
-            batch.checkpoint = Some((pos, snapshot(intake)));
+            batch.checkpoint = Some((pos, intake.encode_state()));
         }
         if batch.items.len() == BATCH || batch.checkpoint.is_some() {
             // Batches alternate between the two deciders.
@@ -296,7 +289,7 @@ fn intake_loop(
         }
     }
     if checkpoint_every.is_some() && since_checkpoint > 0 {
-        batch.checkpoint = Some((pos, snapshot(intake)));
+        batch.checkpoint = Some((pos, intake.encode_state()));
     }
     if !batch.items.is_empty() || batch.checkpoint.is_some() {
         let _ = tx[sent % 2].send(batch);
