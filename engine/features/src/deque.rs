@@ -64,9 +64,20 @@ impl Points {
         self.as_slice().last()
     }
 
+    /// Appends `p`; the common case (room left) stays out of [`Points::insert`].
+    #[inline]
     pub fn push_back(&mut self, p: Point) {
-        let at = self.len();
-        self.insert(at, p);
+        match self {
+            Points::Inline { len, items } if (*len as usize) < INLINE => {
+                items[*len as usize] = p;
+                *len += 1;
+            }
+            Points::Heap { buf, .. } if buf.len() < buf.capacity() => buf.push(p),
+            _ => {
+                let at = self.len();
+                self.insert(at, p);
+            }
+        }
     }
 
     /// Inserts `p` so that it becomes the point at index `at`.

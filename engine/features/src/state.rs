@@ -718,15 +718,14 @@ fn distinct_value(keys: (u64, u64), field: FieldId, ev: &Event) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Inserts keeping time order; equal times keep arrival order. Returns the position.
-fn insert_sorted(points: &mut crate::deque::Points, t: i64, v: u64) -> usize {
+/// Inserts keeping time order; equal times keep arrival order.
+#[inline]
+fn insert_sorted(points: &mut crate::deque::Points, t: i64, v: u64) {
     if points.back().is_none_or(|&(last, _)| last <= t) {
         points.push_back((t, v));
-        points.len() - 1
     } else {
         let at = points.partition_point(|&(pt, _)| pt <= t);
         points.insert(at, (t, v));
-        at
     }
 }
 
@@ -829,12 +828,12 @@ fn read(
     window: Window,
     scratch: &mut HashSet<u64>,
 ) -> f64 {
-    let points = &s.points;
+    let points = s.points.as_slice();
     let (lo, hi) = match (&mut s.state, window) {
         (State::Window { cursor, lower, counts }, Window::Sliding { ms }) => {
             // Reads that move the window forward use the cursor; a read at an
             // earlier time (an out-of-order event) searches.
-            let forward = points.back().is_none_or(|&(last, _)| last <= t) && t - ms >= *lower;
+            let forward = points.last().is_none_or(|&(last, _)| last <= t) && t - ms >= *lower;
             if !forward {
                 let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
                 (lo, points.partition_point(|&(pt, _)| pt <= t).max(lo))

@@ -271,7 +271,7 @@ impl CountTable {
     }
 
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(32);
+        let size = (self.slots.len() * 2).max(8);
         let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
         for (k, n) in old.into_iter().filter(|&(_, n)| n > 0) {
             let Err(i) = self.find(k) else { unreachable!("values are unique") };
