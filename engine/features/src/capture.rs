@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use crate::snapshot::{key_check, SNAPSHOT_FORMAT};
+use crate::snapshot::table_head;
 use crate::state::{Entity, FeatureEngine, Table};
 
 /// Encoded bytes in pieces of [`CHUNK`] (or one value's size, if larger),
@@ -153,14 +153,17 @@ impl TableCapture {
         }
     }
 
-    /// Encodes the entity unless it already is (or was born after the instant).
+    /// Encodes the entity unless it already is (or was born after the
+    /// instant); returns whether it did.
     #[inline]
-    pub(crate) fn keep(&mut self, epoch: u32, key: u128, e: &mut Entity) {
-        if e.epoch != epoch {
-            e.epoch = epoch;
-            self.entries.put(&(key, &*e));
-            self.count += 1;
+    pub(crate) fn keep(&mut self, epoch: u32, key: u128, e: &mut Entity) -> bool {
+        if e.epoch == epoch {
+            return false;
         }
+        e.epoch = epoch;
+        self.entries.put(&(key, &*e));
+        self.count += 1;
+        true
     }
 
     /// Called before the queue's front entry is popped.
@@ -229,8 +232,7 @@ impl Table {
         let mut slots = budget.saturating_mul(8);
         while budget > 0 && slots > 0 && cap.cursor < self.map.capacity() {
             if let Some((key, e)) = self.map.slot_mut(cap.cursor) {
-                if e.epoch != epoch {
-                    cap.keep(epoch, key, e);
+                if cap.keep(epoch, key, e) {
                     budget -= 1;
                 }
             }
@@ -251,11 +253,7 @@ impl FeatureEngine {
         }
         self.epoch = self.epoch.wrapping_add(1);
         let mut header = Vec::with_capacity(256);
-        put(&mut header, &SNAPSHOT_FORMAT);
-        put(&mut header, &self.set.version);
-        put(&mut header, &key_check(self.keys));
-        put(&mut header, &self.max_event_time);
-        put(&mut header, &self.stats);
+        put(&mut header, &self.snapshot_head());
         put(&mut header, &(self.tables.len() as u64));
         for t in &mut self.tables {
             t.epoch = self.epoch;
@@ -294,9 +292,7 @@ impl FeatureEngine {
         for t in &mut self.tables {
             let cap = t.capture.take().expect("every table captures");
             let mut head = Vec::new();
-            put(&mut head, &t.entity.to_string());
-            let names: Vec<&str> = t.features.iter().map(|&i| self.set.defs[i].name.as_str()).collect();
-            put(&mut head, &names);
+            put(&mut head, &table_head(&self.set, t));
             put(&mut head, &cap.count);
             parts.push(Part::Heap(head));
             parts.extend(cap.entries.full.into_iter().map(Part::Mapped));

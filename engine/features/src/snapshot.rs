@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
 
 use crate::def::FeatureSet;
-use crate::state::{Entity, FeatureEngine, KeyMap, StateStats};
+use crate::state::{Entity, FeatureEngine, KeyMap, StateStats, Table};
 
 /// Bumped whenever the encoding or the meaning of what it holds changes
 /// (3: distinct counts of entity fields hold entity keys); older snapshots
@@ -35,23 +35,44 @@ pub enum SnapshotError {
 }
 
 /// What `write_snapshot` writes: [`StateBody`]'s layout, borrowing the state
-/// instead of copying it.
+/// instead of copying it. Bincode lays a struct out as its fields in order,
+/// nested ones included, so a capture (`capture`) writes the same bytes by
+/// encoding the heads below and the entries itself.
 #[derive(Serialize)]
 struct BodyRef<'a> {
+    head: HeadRef<'a>,
+    tables: Vec<TableBodyRef<'a>>,
+}
+
+/// A snapshot up to its tables.
+#[derive(Serialize)]
+pub(crate) struct HeadRef<'a> {
     format: u32,
     feature_set_version: &'a str,
     key_check: u64,
     max_event_time: i64,
     stats: StateStats,
-    tables: Vec<TableBodyRef<'a>>,
 }
 
 #[derive(Serialize)]
 struct TableBodyRef<'a> {
-    entity: String,
-    features: Vec<&'a str>,
+    head: TableHead<'a>,
     entries: Vec<(u128, &'a Entity)>,
     queue: &'a VecDeque<(i64, u128)>,
+}
+
+/// A table up to its entries: its entity kind and its features' names.
+#[derive(Serialize)]
+pub(crate) struct TableHead<'a> {
+    entity: String,
+    features: Vec<&'a str>,
+}
+
+pub(crate) fn table_head<'a>(set: &'a FeatureSet, t: &Table) -> TableHead<'a> {
+    TableHead {
+        entity: t.entity.to_string(),
+        features: t.features.iter().map(|&i| set.defs[i].name.as_str()).collect(),
+    }
 }
 
 /// What follows the format number. Read only once the format is known to
@@ -80,6 +101,17 @@ pub(crate) fn key_check(keys: (u64, u64)) -> u64 {
 }
 
 impl FeatureEngine {
+    /// The snapshot's head as the state stands.
+    pub(crate) fn snapshot_head(&self) -> HeadRef<'_> {
+        HeadRef {
+            format: SNAPSHOT_FORMAT,
+            feature_set_version: &self.set.version,
+            key_check: key_check(self.keys),
+            max_event_time: self.max_event_time,
+            stats: self.stats,
+        }
+    }
+
     /// Writes the whole state.
     pub fn write_snapshot(&self, w: &mut impl Write) -> Result<(), SnapshotError> {
         let tables = self
@@ -88,22 +120,10 @@ impl FeatureEngine {
             .map(|t| {
                 let mut entries: Vec<(u128, &Entity)> = t.map.iter().collect();
                 entries.sort_unstable_by_key(|(k, _)| *k);
-                TableBodyRef {
-                    entity: t.entity.to_string(),
-                    features: t.features.iter().map(|&i| self.set.defs[i].name.as_str()).collect(),
-                    entries,
-                    queue: &t.queue,
-                }
+                TableBodyRef { head: table_head(&self.set, t), entries, queue: &t.queue }
             })
             .collect();
-        let body = BodyRef {
-            format: SNAPSHOT_FORMAT,
-            feature_set_version: &self.set.version,
-            key_check: key_check(self.keys),
-            max_event_time: self.max_event_time,
-            stats: self.stats,
-            tables,
-        };
+        let body = BodyRef { head: self.snapshot_head(), tables };
         bincode::serialize_into(w, &body).map_err(|e| match *e {
             bincode::ErrorKind::Io(io) => SnapshotError::Io(io),
             other => SnapshotError::Corrupt(other.to_string()),
@@ -142,8 +162,8 @@ impl FeatureEngine {
             )));
         }
         for (table, tb) in engine.tables.iter_mut().zip(body.tables) {
-            let names: Vec<&str> = table.features.iter().map(|&i| engine.set.defs[i].name.as_str()).collect();
-            if tb.entity != table.entity.to_string() || tb.features != names {
+            let want = table_head(&engine.set, table);
+            if tb.entity != want.entity || tb.features != want.features {
                 return Err(SnapshotError::Corrupt(format!("table `{}` does not match the feature set", tb.entity)));
             }
             let mut map = KeyMap::default();
