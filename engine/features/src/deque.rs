@@ -136,6 +136,27 @@ impl Points {
         }
     }
 
+    /// Drops the `n` oldest points (`n` at most the length).
+    #[inline]
+    pub fn drop_front(&mut self, n: usize) {
+        match self {
+            Points::Inline { len, items } => {
+                let live = *len as usize;
+                debug_assert!(n <= live);
+                items.copy_within(n..live, 0);
+                *len -= n as u8;
+            }
+            Points::Heap { buf, head } => {
+                debug_assert!(*head as usize + n <= buf.len());
+                *head += n as u32;
+                if *head as usize == buf.len() {
+                    buf.clear();
+                    *head = 0;
+                }
+            }
+        }
+    }
+
     /// The start and the last point of the buffer, if any (for prefetching).
     #[inline]
     pub fn heap_ptrs(&self) -> Option<(*const u8, *const u8)> {
@@ -200,6 +221,10 @@ mod tests {
             for step in 0..120 {
                 if rng.gen_range(0..10) < pop_share {
                     assert_eq!(p.pop_front(), d.pop_front());
+                } else if rng.gen_range(0..10) == 0 {
+                    let n = rng.gen_range(0..=d.len());
+                    p.drop_front(n);
+                    d.drain(..n);
                 } else {
                     let at = if rng.gen_bool(0.8) { d.len() } else { rng.gen_range(0..=d.len()) };
                     let x = (rng.gen_range(0..100), step);

@@ -25,6 +25,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use crate::capture::{Capture, TableCapture};
 use crate::def::{Aggregation, EntityKind, FeatureSet, FilterValue, Operand, Window};
 use crate::table::CountTable;
+use riskd_core::event::KindMask;
 
 /// One value per feature slot for one event; NaN means missing.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -33,6 +34,108 @@ pub struct FeatureVector(pub Vec<f64>);
 impl FeatureVector {
     pub fn get(&self, slot: usize) -> f64 {
         self.0.get(slot).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// A feature of an entity table compiled for the per-event loop: what
+/// `update` needs from its definition, in one small value, with the
+/// aggregation and the window resolved once instead of on every event.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Op {
+    /// The definition (`FeatureSet::defs`) when it has filters an event
+    /// must pass.
+    filtered: Option<u32>,
+    /// Where the value goes in the feature vector.
+    slot: usize,
+    /// The event kinds it counts.
+    counts: KindMask,
+    /// What a counted event contributes.
+    input: Input,
+    agg: Agg,
+    /// The sliding window's length; None: lifetime.
+    window_ms: Option<i64>,
+    /// The value for an entity with no counted events.
+    empty: f64,
+}
+
+/// What a counted event contributes to a series.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    /// Its time only (the point's value is 0).
+    Time,
+    /// A number field, as f64 bits; an event without it does not count.
+    Num(FieldId),
+    /// A field's keyed hash, for distinct counts.
+    Hashed(FieldId),
+    /// Nothing (a ratio, computed per event).
+    Nothing,
+}
+
+/// An aggregation without its field (the [`Input`] holds that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Agg {
+    Count,
+    Sum,
+    Mean,
+    Min,
+    Max,
+    Last,
+    Distinct,
+    TimeSince { unit_ms: i64 },
+    FirstSeen { unit_ms: i64 },
+    Ratio,
+}
+
+impl Op {
+    fn new(def: usize, d: &crate::def::FeatureDef) -> Op {
+        let (agg, input) = match d.agg {
+            Aggregation::Count => (Agg::Count, Input::Time),
+            Aggregation::Sum(f) => (Agg::Sum, Input::Num(f)),
+            Aggregation::Mean(f) => (Agg::Mean, Input::Num(f)),
+            Aggregation::Min(f) => (Agg::Min, Input::Num(f)),
+            Aggregation::Max(f) => (Agg::Max, Input::Num(f)),
+            Aggregation::Last(f) => (Agg::Last, Input::Num(f)),
+            Aggregation::DistinctCount(f) => (Agg::Distinct, Input::Hashed(f)),
+            Aggregation::TimeSince { unit_ms } => (Agg::TimeSince { unit_ms }, Input::Time),
+            Aggregation::FirstSeen { unit_ms } => (Agg::FirstSeen { unit_ms }, Input::Time),
+            Aggregation::Ratio(..) => (Agg::Ratio, Input::Nothing),
+        };
+        Op {
+            filtered: (!d.filters.is_empty()).then(|| u32::try_from(def).expect("fewer than 2^32 features")),
+            slot: d.slot,
+            counts: d.counts,
+            input,
+            agg,
+            window_ms: match d.window {
+                Window::Sliding { ms } => Some(ms),
+                Window::Lifetime => None,
+            },
+            empty: empty_value(&d.agg),
+        }
+    }
+}
+
+impl Input {
+    /// What the event contributes; None: it lacks the field, so it does
+    /// not count. `hashed` remembers the event's hashed fields.
+    #[inline]
+    fn value(self, keys: (u64, u64), ev: &Event, hashed: &mut Vec<(FieldId, Option<u64>)>) -> Option<u64> {
+        match self {
+            Input::Time => Some(0),
+            Input::Num(f) => {
+                let v = f.get(ev).num_or_nan();
+                (!v.is_nan()).then(|| v.to_bits())
+            }
+            Input::Hashed(field) => {
+                if let Some(&(_, v)) = hashed.iter().find(|(f, _)| *f == field) {
+                    return v;
+                }
+                let v = distinct_value(keys, field, ev);
+                hashed.push((field, v));
+                v
+            }
+            Input::Nothing => None,
+        }
     }
 }
 
@@ -120,17 +223,116 @@ impl Series {
         std::mem::discriminant(&self.state) == std::mem::discriminant(&Series::new(agg, window).state)
     }
 
-    /// Drops the oldest point, keeping a window's cursor and counts.
-    fn pop_front(&mut self) -> Option<(i64, u64)> {
-        let (t, v) = self.points.pop_front()?;
-        if let State::Window { cursor, counts, .. } = &mut self.state {
-            if *cursor > 0 {
-                *cursor -= 1;
+    /// Adds the event's point, if it counts, to a sliding window of `ms`,
+    /// then reads the window at `t`, on one view of the points.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn slide(
+        &mut self,
+        agg: Agg,
+        ms: i64,
+        t: i64,
+        point: Option<u64>,
+        watermark: i64,
+        max_points: usize,
+        stats: &mut StateStats,
+        scratch: &mut HashSet<u64>,
+    ) -> f64 {
+        let Series { points, state } = self;
+        let State::Window { cursor, lower, counts } = state else {
+            debug_assert!(false, "a sliding window keeps a window state");
+            return f64::NAN;
+        };
+        if let Some(v) = point {
+            insert_sorted(points, t, v);
+            if t <= *lower {
+                *cursor += 1; // behind the window's edge
             } else if let Some(c) = counts {
-                c.decrement(v);
+                c.increment(v);
+            }
+            // No read at or after the watermark can see points at or before
+            // the horizon; beyond `max_points` the oldest go too.
+            let horizon = watermark.saturating_sub(ms);
+            let live = points.as_slice();
+            let old = live.iter().take_while(|&&(pt, _)| pt <= horizon).count();
+            let over = (live.len() - old).saturating_sub(max_points);
+            let drop = old + over;
+            if drop > 0 {
+                // Points behind the cursor only move it; the others leave the counts.
+                let behind = (*cursor as usize).min(drop);
+                if let Some(c) = counts {
+                    for &(_, v) in &live[behind..drop] {
+                        c.decrement(v);
+                    }
+                }
+                *cursor -= behind as u32;
+                points.drop_front(drop);
+                stats.dropped_points += over as u64;
             }
         }
-        Some((t, v))
+        let points = points.as_slice();
+        let edge = t - ms;
+        let (lo, hi) = if points.last().is_none_or(|&(last, _)| last <= t) && edge >= *lower {
+            // Forward: move the lower edge to `t - ms`, keeping the counts.
+            let mut c = *cursor as usize;
+            while c < points.len() && points[c].0 <= edge {
+                if let Some(counts) = counts {
+                    counts.decrement(points[c].1);
+                }
+                c += 1;
+            }
+            *cursor = c as u32;
+            *lower = edge;
+            if agg == Agg::Distinct {
+                // Small windows are cheaper to rescan than to keep counts for.
+                if counts.is_none() && points.len() - c <= SMALL_WINDOW {
+                    return distinct_small(&points[c..]);
+                }
+                let counts = counts.get_or_insert_with(|| {
+                    let mut m: Box<CountTable> = Box::default();
+                    for &(_, v) in &points[c..] {
+                        m.increment(v);
+                    }
+                    m
+                });
+                return counts.len() as f64;
+            }
+            (c, points.len())
+        } else {
+            // A read at an earlier time (an out-of-order event) searches.
+            let lo = points.partition_point(|&(pt, _)| pt <= edge);
+            (lo, points.partition_point(|&(pt, _)| pt <= t).max(lo))
+        };
+        let window = &points[lo..hi];
+        let nums = || window.iter().map(|&(_, v)| f64::from_bits(v));
+        match agg {
+            Agg::Count => window.len() as f64,
+            Agg::Sum => nums().fold(0.0, |a, x| a + x),
+            _ if window.is_empty() => match agg {
+                Agg::Distinct => 0.0,
+                _ => f64::NAN,
+            },
+            Agg::Mean => nums().fold(0.0, |a, x| a + x) / window.len() as f64,
+            Agg::Min => nums().fold(f64::INFINITY, f64::min),
+            Agg::Max => nums().fold(f64::NEG_INFINITY, f64::max),
+            Agg::Last => f64::from_bits(window[window.len() - 1].1),
+            Agg::Distinct => {
+                scratch.clear();
+                scratch.extend(window.iter().map(|&(_, v)| v));
+                scratch.len() as f64
+            }
+            Agg::TimeSince { unit_ms } => {
+                // The previous counted point: the one before the current
+                // event when it was just inserted (it is then the last at `t`).
+                let prev = if point.is_some() { hi.checked_sub(2) } else { hi.checked_sub(1) };
+                match prev {
+                    Some(p) if p >= lo => per_unit(t - points[p].0, unit_ms),
+                    _ => f64::NAN,
+                }
+            }
+            Agg::FirstSeen { unit_ms } => per_unit(t - window[0].0, unit_ms),
+            Agg::Ratio => f64::NAN,
+        }
     }
 }
 
@@ -178,6 +380,8 @@ pub(crate) type KeyMap<V> = crate::table::KeyTable<V>;
 pub(crate) struct Table {
     pub(crate) entity: EntityKind,
     pub(crate) features: Vec<usize>,
+    /// The features compiled for the per-event loop, in the same order.
+    ops: Vec<Op>,
     /// An entity idle this long can no longer change any read; None: kept.
     expiry_ms: Option<i64>,
     /// Granularity of queue entries: an entity is re-queued at most once per
@@ -252,6 +456,7 @@ impl FeatureEngine {
                 None => tables.push(Table {
                     entity: d.entity,
                     features: vec![i],
+                    ops: Vec::new(),
                     expiry_ms: None,
                     requeue_ms: 0,
                     map: KeyMap::default(),
@@ -276,6 +481,7 @@ impl FeatureEngine {
             };
             // Lifetime-only tables still queue for cap eviction: hourly is fine-grained enough.
             t.requeue_ms = t.expiry_ms.map_or(3_600_000, |e| (e / 8).max(1));
+            t.ops = t.features.iter().map(|&i| Op::new(i, &set.defs[i])).collect();
         }
         let entity_fields = [
             ("entity.user_id", EntityKind::User),
@@ -386,11 +592,15 @@ impl FeatureEngine {
         for ((key, _, at), table) in self.found.iter_mut().zip(&self.tables) {
             *at = self.points.len();
             if key.is_some() {
-                self.points.extend(table.features.iter().map(|&i| {
-                    let def = &set.defs[i];
-                    (def.counts & ev.kind.bit() != 0 && passes(&def.filters, ev))
-                        .then(|| point_value(self.keys, &def.agg, ev, &mut self.hashed))
-                        .flatten()
+                let kind = ev.kind.bit();
+                self.points.extend(table.ops.iter().map(|op| {
+                    let counted =
+                        op.counts & kind != 0 && op.filtered.is_none_or(|d| passes(&set.defs[d as usize].filters, ev));
+                    if counted {
+                        op.input.value(self.keys, ev, &mut self.hashed)
+                    } else {
+                        None
+                    }
                 }));
             }
         }
@@ -409,9 +619,8 @@ impl FeatureEngine {
             let slot = match slot {
                 Some(i) => i,
                 None if !counted => {
-                    for &i in &table.features {
-                        let def = &set.defs[i];
-                        out.0[def.slot] = empty_value(&def.agg);
+                    for op in &table.ops {
+                        out.0[op.slot] = op.empty;
                     }
                     continue;
                 }
@@ -445,24 +654,19 @@ impl FeatureEngine {
                     table.queue.push_back((t, key));
                 }
             }
-            for (j, &i) in table.features.iter().enumerate() {
-                let def = &set.defs[i];
-                let s = &mut entity.series[j];
-                let point = points[j];
-                let counts_now = point.is_some();
-                if let Some(point) = point {
-                    insert(
-                        s,
-                        t,
-                        point,
-                        &def.agg,
-                        def.window,
-                        watermark,
-                        set.limits.max_events_per_window,
-                        &mut self.stats,
-                    );
-                }
-                out.0[def.slot] = read(s, t, counts_now, &def.agg, def.window, &mut self.scratch);
+            let max_points = set.limits.max_events_per_window;
+            for ((op, s), &point) in table.ops.iter().zip(entity.series.iter_mut()).zip(points) {
+                out.0[op.slot] = match op.window_ms {
+                    Some(ms) => {
+                        s.slide(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
+                    }
+                    None => {
+                        if let Some(point) = point {
+                            insert_lifetime(s, t, point, op.agg, watermark);
+                        }
+                        read_lifetime(s, t, point.is_some(), op.agg, &mut self.scratch)
+                    }
+                };
             }
         }
         for &i in &self.per_event {
@@ -673,37 +877,6 @@ pub(crate) fn entity_key(keys: (u64, u64), entity: EntityKind, ev: &Event) -> Op
     Some(h.finish128().as_u128())
 }
 
-/// The value a counted event contributes: numbers as f64 bits, anything
-/// else (distinct counts) as a keyed 64-bit hash. None: the field is
-/// missing, so the event does not contribute. `hashed` remembers the
-/// event's hashed fields.
-fn point_value(
-    keys: (u64, u64),
-    agg: &Aggregation,
-    ev: &Event,
-    hashed: &mut Vec<(FieldId, Option<u64>)>,
-) -> Option<u64> {
-    let field = match agg {
-        Aggregation::Count | Aggregation::TimeSince { .. } | Aggregation::FirstSeen { .. } => return Some(0),
-        Aggregation::Ratio(..) => return None,
-        Aggregation::Sum(f)
-        | Aggregation::Min(f)
-        | Aggregation::Max(f)
-        | Aggregation::Mean(f)
-        | Aggregation::Last(f) => {
-            let v = f.get(ev).num_or_nan();
-            return (!v.is_nan()).then(|| v.to_bits());
-        }
-        Aggregation::DistinctCount(f) => *f,
-    };
-    if let Some(&(_, v)) = hashed.iter().find(|(f, _)| *f == field) {
-        return v;
-    }
-    let v = distinct_value(keys, field, ev);
-    hashed.push((field, v));
-    v
-}
-
 /// A field's value as a keyed 64-bit hash, for distinct counts.
 fn distinct_value(keys: (u64, u64), field: FieldId, ev: &Event) -> Option<u64> {
     let mut h = siphasher::sip::SipHasher13::new_with_keys(keys.1, keys.0);
@@ -729,48 +902,20 @@ fn insert_sorted(points: &mut crate::deque::Points, t: i64, v: u64) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn insert(
-    s: &mut Series,
-    t: i64,
-    v: u64,
-    agg: &Aggregation,
-    window: Window,
-    watermark: i64,
-    max_points: usize,
-    stats: &mut StateStats,
-) {
+/// Adds a point to a lifetime series, settling into its running aggregate
+/// the points every later read sees whole.
+fn insert_lifetime(s: &mut Series, t: i64, v: u64, agg: Agg, watermark: i64) {
     insert_sorted(&mut s.points, t, v);
-    match (&mut s.state, window) {
-        (State::Window { cursor, lower, counts }, Window::Sliding { ms }) => {
-            if t <= *lower {
-                *cursor += 1; // behind the window's edge
-            } else if let Some(c) = counts {
-                c.increment(v);
-            }
-            // No read at or after the watermark can see these points.
-            let horizon = watermark.saturating_sub(ms);
-            while s.points.front().is_some_and(|&(pt, _)| pt <= horizon) {
-                s.pop_front();
-            }
-            while s.points.len() > max_points {
-                s.pop_front();
-                stats.dropped_points += 1;
-            }
-        }
-        _ => {
-            // Every read at or after the watermark sees these points. Strictly
-            // older only, so an on-time event is still in `points` when read.
-            while s.points.front().is_some_and(|&(pt, _)| pt < watermark) {
-                let (pt, pv) = s.points.pop_front().expect("checked");
-                settle(&mut s.state, pt, pv, agg);
-            }
-        }
+    // Every read at or after the watermark sees these points. Strictly
+    // older only, so an on-time event is still in `points` when read.
+    while s.points.front().is_some_and(|&(pt, _)| pt < watermark) {
+        let (pt, pv) = s.points.pop_front().expect("checked");
+        settle(&mut s.state, pt, pv, agg);
     }
 }
 
 /// Folds a lifetime point into its running aggregate.
-fn settle(state: &mut State, t: i64, v: u64, agg: &Aggregation) {
+fn settle(state: &mut State, t: i64, v: u64, agg: Agg) {
     let x = f64::from_bits(v);
     match state {
         State::Count(n) => *n += 1,
@@ -818,107 +963,48 @@ fn per_unit(ms: i64, unit_ms: i64) -> f64 {
     ms as f64 / unit_ms as f64
 }
 
-/// Reads a feature at time `t`; `counts_now` says the current event was
-/// just inserted (it is then the last point at `t`).
-fn read(
-    s: &mut Series,
-    t: i64,
-    counts_now: bool,
-    agg: &Aggregation,
-    window: Window,
-    scratch: &mut HashSet<u64>,
-) -> f64 {
+/// Reads a lifetime feature at time `t`: its settled aggregate, then its
+/// recent points up to `t`. `counts_now` says the current event was just
+/// inserted (it is then the last point at `t`).
+fn read_lifetime(s: &Series, t: i64, counts_now: bool, agg: Agg, scratch: &mut HashSet<u64>) -> f64 {
     let points = s.points.as_slice();
-    let (lo, hi) = match (&mut s.state, window) {
-        (State::Window { cursor, lower, counts }, Window::Sliding { ms }) => {
-            // Reads that move the window forward use the cursor; a read at an
-            // earlier time (an out-of-order event) searches.
-            let forward = points.last().is_none_or(|&(last, _)| last <= t) && t - ms >= *lower;
-            if !forward {
-                let lo = points.partition_point(|&(pt, _)| pt <= t - ms);
-                (lo, points.partition_point(|&(pt, _)| pt <= t).max(lo))
-            } else {
-                // Move the lower edge forward to `t - ms`, keeping the counts.
-                let mut c = *cursor as usize;
-                while c < points.len() && points[c].0 <= t - ms {
-                    if let Some(counts) = counts {
-                        counts.decrement(points[c].1);
-                    }
-                    c += 1;
-                }
-                *cursor = c as u32;
-                *lower = t - ms;
-                if let Aggregation::DistinctCount(_) = agg {
-                    // Small windows are cheaper to rescan than to keep counts for.
-                    if counts.is_none() && points.len() - c <= SMALL_WINDOW {
-                        return distinct_small(&points[c..]);
-                    }
-                    let counts = counts.get_or_insert_with(|| {
-                        let mut m: Box<CountTable> = Box::default();
-                        for &(_, v) in &points[c..] {
-                            m.increment(v);
-                        }
-                        m
-                    });
-                    return counts.len() as f64;
-                }
-                (c, points.len())
-            }
-        }
-        (State::Window { .. }, Window::Lifetime) | (_, Window::Sliding { .. }) => return f64::NAN,
-        // Lifetime: the settled aggregate, then the recent points up to `t`.
-        (_, Window::Lifetime) => (0, points.partition_point(|&(pt, _)| pt <= t)),
-    };
-    let in_range = points[lo..hi].iter();
-    let nums = || in_range.clone().map(|&(_, v)| f64::from_bits(v));
-    let n = (hi - lo) as u64;
+    let hi = points.partition_point(|&(pt, _)| pt <= t);
+    let recent = &points[..hi];
+    let nums = || recent.iter().map(|&(_, v)| f64::from_bits(v));
+    let n = hi as u64;
     match (agg, &s.state) {
-        (Aggregation::Count, State::Window { .. }) => n as f64,
-        (Aggregation::Count, State::Count(c)) => (c + n) as f64,
-        (Aggregation::Sum(_), State::Window { .. }) => nums().fold(0.0, |a, x| a + x),
-        (Aggregation::Sum(_), State::Sum { sum, .. }) => nums().fold(*sum, |a, x| a + x),
-        (Aggregation::Mean(_), State::Window { .. }) if n > 0 => nums().fold(0.0, |a, x| a + x) / n as f64,
-        (Aggregation::Mean(_), State::Sum { count, sum }) if count + n > 0 => {
-            nums().fold(*sum, |a, x| a + x) / (count + n) as f64
-        }
-        (Aggregation::Min(_), State::Window { .. }) if n > 0 => nums().fold(f64::INFINITY, f64::min),
-        (Aggregation::Min(_), State::Min { count, min }) if count + n > 0 => nums().fold(*min, f64::min),
-        (Aggregation::Max(_), State::Window { .. }) if n > 0 => nums().fold(f64::NEG_INFINITY, f64::max),
-        (Aggregation::Max(_), State::Max { count, max }) if count + n > 0 => nums().fold(*max, f64::max),
-        (Aggregation::Last(_), State::Window { .. }) if n > 0 => f64::from_bits(points[hi - 1].1),
-        (Aggregation::Last(_), State::Last { time, value }) => match hi {
+        (Agg::Count, State::Count(c)) => (c + n) as f64,
+        (Agg::Sum, State::Sum { sum, .. }) => nums().fold(*sum, |a, x| a + x),
+        (Agg::Mean, State::Sum { count, sum }) if count + n > 0 => nums().fold(*sum, |a, x| a + x) / (count + n) as f64,
+        (Agg::Min, State::Min { count, min }) if count + n > 0 => nums().fold(*min, f64::min),
+        (Agg::Max, State::Max { count, max }) if count + n > 0 => nums().fold(*max, f64::max),
+        (Agg::Last, State::Last { time, value }) => match hi {
             0 if *time == NEVER => f64::NAN,
             0 => f64::from_bits(*value),
             _ => f64::from_bits(points[hi - 1].1),
         },
-        (Aggregation::DistinctCount(_), State::Window { .. }) => {
+        (Agg::Distinct, State::Distinct(set)) => {
             scratch.clear();
-            scratch.extend(in_range.map(|&(_, v)| v));
-            scratch.len() as f64
-        }
-        (Aggregation::DistinctCount(_), State::Distinct(set)) => {
-            scratch.clear();
-            scratch.extend(in_range.map(|&(_, v)| v).filter(|v| !set.contains(v)));
+            scratch.extend(recent.iter().map(|&(_, v)| v).filter(|v| !set.contains(v)));
             (set.len() + scratch.len()) as f64
         }
-        (Aggregation::TimeSince { unit_ms }, state) => {
+        (Agg::TimeSince { unit_ms }, state) => {
             // The previous counted point: the one before the current event
             // when it was just inserted (it is then the last at `t`).
             let prev = if counts_now { hi.checked_sub(2) } else { hi.checked_sub(1) };
             let prev_time = match (prev, state) {
-                (Some(p), _) if p >= lo => Some(points[p].0),
+                (Some(p), _) => Some(points[p].0),
                 // Nothing earlier among the points: the newest settled one, unless
                 // the only candidate there is the current event itself.
                 (_, State::Newest(newest)) if !(counts_now && hi == 0) => newest.filter(|&nt| nt <= t),
                 _ => None,
             };
-            prev_time.map_or(f64::NAN, |p| per_unit(t - p, *unit_ms))
+            prev_time.map_or(f64::NAN, |p| per_unit(t - p, unit_ms))
         }
-        (Aggregation::FirstSeen { unit_ms }, State::Window { .. }) if n > 0 => per_unit(t - points[lo].0, *unit_ms),
-        (Aggregation::FirstSeen { unit_ms }, State::Oldest(oldest)) => match (oldest, n) {
-            (Some(first), _) => per_unit(t - first, *unit_ms),
+        (Agg::FirstSeen { unit_ms }, State::Oldest(oldest)) => match (oldest, n) {
+            (Some(first), _) => per_unit(t - first, unit_ms),
             (None, 0) => f64::NAN,
-            (None, _) => per_unit(t - points[0].0, *unit_ms),
+            (None, _) => per_unit(t - points[0].0, unit_ms),
         },
         _ => f64::NAN,
     }

@@ -462,3 +462,29 @@ fn a_capture_holds_its_queue_across_a_rebuild() {
     restored.write_snapshot(&mut again).unwrap();
     assert!(again == whole, "the capture holds the queue and entities of its instant");
 }
+
+#[test]
+fn a_full_window_drops_its_oldest_points() {
+    let text = "[settings]\nmax_events_per_window = 20\n\
+        [[feature]]\nname = \"user.logins_1h\"\nentity = \"user\"\nevents = [\"login\"]\nagg = \"count\"\nwindow = \"1h\"\n\
+        [[feature]]\nname = \"user.devices_1h\"\nentity = \"user\"\nagg = \"distinct_count\"\nof = \"entity.device_id\"\nwindow = \"1h\"\n\
+        [[feature]]\nname = \"user.first_login_age_1h\"\nentity = \"user\"\nevents = [\"login\"]\nagg = \"first_seen\"\nunit = \"s\"\nwindow = \"1h\"\n";
+    let mut engine = FeatureEngine::new(set(text), [1; 16]);
+    let mut fv = FeatureVector::default();
+    let t0 = 1_700_000_000_000;
+    // 30 logins a second apart, each from another device: every window
+    // holds the newest 20 (more than a small window's 16, so the distinct
+    // count keeps a count table that must drop the oldest too).
+    for i in 0..30usize {
+        engine.update(&event(i, t0 + i as i64 * 1000, 0, Some(i as u32), None, 0, 1), &mut fv);
+        let held = (i + 1).min(20);
+        assert_eq!(fv.0[..2], [held as f64, held as f64], "after login {i}");
+        assert_eq!(fv.0[2], (held - 1) as f64, "after login {i}: the oldest held is {} s old", held - 1);
+    }
+    assert_eq!(engine.stats().dropped_points, 3 * 10);
+    // A repayment counts for the distinct count only: its window drops one
+    // more, the others keep their 20 (and read them at a later time).
+    engine.update(&event(30, t0 + 30_000, 0, Some(100), None, 1, 1), &mut fv);
+    assert_eq!(fv.0, [20.0, 20.0, 20.0]);
+    assert_eq!(engine.stats().dropped_points, 3 * 10 + 1);
+}
