@@ -17,7 +17,7 @@ use std::hash::Hasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use riskd_core::event::Event;
+use riskd_core::event::{Event, KindMask};
 use riskd_core::fields::{FieldId, Value};
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -25,7 +25,6 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use crate::capture::{Capture, TableCapture};
 use crate::def::{Aggregation, EntityKind, FeatureSet, FilterValue, Operand, Window};
 use crate::table::CountTable;
-use riskd_core::event::KindMask;
 
 /// One value per feature slot for one event; NaN means missing.
 #[derive(Clone, Debug, Default, PartialEq)]
