@@ -189,6 +189,13 @@ def feature_state_table(fs):
         f"| update + read, 30 features, per event: p50 | {fs['p50_us']:.2f} us | < 2 us |",
         f"| p99 / p99.9 / max | {fs['p99_us']:.2f} / {fs['p999_us']:.2f} / {fs['max_us']:.1f} us | — |",
         f"| populating ({fs['populate_events']:,} events) | {fs['populate_events_per_s']:,.0f} events/s | — |",
+    ]
+    if "growth_max_us" in fs:
+        rows.append(
+            f"| entity tables growing while populating: slowest update among the {fs['growth_events']}"
+            f" during which a growth phase began or ended | {fs['growth_max_us']:,.0f} us | — |"
+        )
+    rows += [
         f"| state memory | {fs['state_mib']:,.0f} MiB, {fs['mib_per_million_entities']:,.0f} MiB per million entities | — |",
     ]
     if "capture_events" in fs:

@@ -6,7 +6,10 @@
 //! a long run); then the per-event update cost is timed event by event
 //! (median, p99, p99.9), the resident memory the state takes per million
 //! entities is reported, and a checkpoint's encoding is timed, whole and as
-//! serve takes it between events.
+//! serve takes it between events. While populating, the updates during
+//! which an entity table began or ended a growth phase are timed too (the
+//! slowest is reported): tables double as entities arrive, and that must
+//! not stall an event.
 //!
 //! `cargo bench -p riskd-benches --bench feature_state` (release build, one
 //! core). Sizes: `RISKD_BENCH_USERS` (default 400000),
@@ -299,10 +302,23 @@ fn main() {
     let t = Instant::now();
     let per_user: u64 = std::env::var("RISKD_BENCH_EVENTS_PER_USER").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let populate = u64::from(users) * per_user;
+    // Timed too, for the updates during which an entity table started or
+    // finished growing (its slot count changed): growth is spread over
+    // many events, and none of them should stall.
+    let mut growth_ns: Vec<u64> = Vec::new();
+    let mut slots = engine.slots_by_kind();
     for _ in 0..populate {
         let ev = w.next();
+        let t = Instant::now();
         engine.update(&ev, &mut fv);
+        let took = t.elapsed().as_nanos() as u64;
+        let now = engine.slots_by_kind();
+        if now != slots {
+            growth_ns.push(took);
+            slots = now;
+        }
     }
+    let growth_max_us = growth_ns.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
     let populate_secs = t.elapsed().as_secs_f64();
     let after = rss_bytes();
     let entities = engine.entity_count();
@@ -358,6 +374,11 @@ fn main() {
         q(1.0)
     );
     println!(
+        "  entity tables: {} growth phases began or ended during populate; slowest update among them {:.0} us",
+        growth_ns.len(),
+        growth_max_us
+    );
+    println!(
         "  state memory: {:.0} MiB resident for {} entities = {:.0} MiB per million entities",
         (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
         entities,
@@ -391,6 +412,8 @@ fn main() {
         "p99_us": q(0.99),
         "p999_us": q(0.999),
         "max_us": q(1.0),
+        "growth_events": growth_ns.len(),
+        "growth_max_us": growth_max_us,
         "state_mib": (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
         "mib_per_million_entities": per_million,
         "snapshot_mib": snapshot.len() as f64 / (1u64 << 20) as f64,

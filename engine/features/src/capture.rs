@@ -12,10 +12,13 @@
 //! Bookkeeping:
 //! - every entity carries the capture epoch it was last encoded in; a new
 //!   entity is born in the current epoch (it did not exist at the instant);
-//! - each table walks its slots in order with a cursor; an entity that the
-//!   table moves to a slot behind the cursor (a deletion shifts entries
-//!   back) is encoded as it moves, and a rebuilt table restarts the walk
-//!   (entities already encoded are skipped);
+//! - each table walks its slots in order with a cursor (`KeyTable::walk`);
+//!   an entity that the table moves to a slot behind the cursor (a
+//!   deletion shifts entries back) is encoded as it moves. A growing table
+//!   numbers its new slots after its old ones, so an entity that growth
+//!   moves is never behind the cursor, and the walk goes on in the new
+//!   slots once the old ones are gone (entities already encoded are
+//!   skipped);
 //! - the expiry queue as it was at the instant is a prefix of the queue
 //!   that only loses entries from the front: its entries are encoded in
 //!   order, each at the latest just before it is popped.
@@ -126,8 +129,6 @@ pub(crate) struct TableCapture {
     /// Encoded `(key, entity)` pairs, back to back.
     entries: Chunks,
     count: u64,
-    /// Next slot of the walk.
-    cursor: usize,
     /// The queue as it was at the instant: its length, how many of its
     /// entries are encoded (`queue`) and how many have been popped since.
     queue_len: usize,
@@ -145,7 +146,6 @@ impl TableCapture {
         TableCapture {
             entries: Chunks::default(),
             count: 0,
-            cursor: 0,
             queue_len,
             queue_written: 0,
             queue_popped: 0,
@@ -200,19 +200,9 @@ impl TableCapture {
         n
     }
 
-    /// The walk is behind `slot`: an entity moved there would be missed.
-    #[inline]
-    pub(crate) fn passed(&self, slot: usize) -> bool {
-        slot < self.cursor
-    }
-
-    /// The table was rebuilt: every entity moved, so walk it again.
-    pub(crate) fn restart_walk(&mut self) {
-        self.cursor = 0;
-    }
-
-    fn done(&self, slots: usize) -> bool {
-        self.cursor >= slots && self.queue_written == self.queue_len
+    /// Whether the walk (at `walk` of `slots`) and the queue are complete.
+    fn done(&self, walk: usize, slots: usize) -> bool {
+        walk >= slots && self.queue_written == self.queue_len
     }
 }
 
@@ -230,13 +220,13 @@ impl Table {
         budget -= cap.write_queue(&self.queue, budget);
         // Empty slots cost next to nothing; bound them too, so a step stays short.
         let mut slots = budget.saturating_mul(8);
-        while budget > 0 && slots > 0 && cap.cursor < self.map.capacity() {
-            if let Some((key, e)) = self.map.slot_mut(cap.cursor) {
+        while budget > 0 && slots > 0 && self.map.walk < self.map.capacity() {
+            if let Some((key, e)) = self.map.slot_mut(self.map.walk) {
                 if cap.keep(epoch, key, e) {
                     budget -= 1;
                 }
             }
-            cap.cursor += 1;
+            self.map.walk += 1;
             slots -= 1;
         }
         budget
@@ -258,6 +248,7 @@ impl FeatureEngine {
         for t in &mut self.tables {
             t.epoch = self.epoch;
             t.capture = Some(TableCapture::new(t.queue.len()));
+            t.map.walk = 0;
         }
         self.capture = Some(Capture { header });
         true
@@ -283,7 +274,8 @@ impl FeatureEngine {
             }
             left = t.capture_step(left);
         }
-        let complete = self.tables.iter().all(|t| t.capture.as_ref().is_none_or(|c| c.done(t.map.capacity())));
+        let complete =
+            self.tables.iter().all(|t| t.capture.as_ref().is_none_or(|c| c.done(t.map.walk, t.map.capacity())));
         if !complete {
             return None;
         }
@@ -291,6 +283,8 @@ impl FeatureEngine {
         let mut parts = vec![Part::Heap(header)];
         for t in &mut self.tables {
             let cap = t.capture.take().expect("every table captures");
+            // No walk now: nothing moved needs telling.
+            t.map.walk = 0;
             let mut head = Vec::new();
             put(&mut head, &table_head(&self.set, t));
             put(&mut head, &cap.count);
@@ -319,6 +313,7 @@ impl FeatureEngine {
         self.capture = None;
         for t in &mut self.tables {
             t.capture = None;
+            t.map.walk = 0;
         }
     }
 }

@@ -527,6 +527,12 @@ impl FeatureEngine {
         self.tables.iter().map(|t| (t.entity, t.map.len())).collect()
     }
 
+    /// Slots allocated per entity kind's table: a table holds at most 3/4
+    /// as many entities, and while it grows both its arrays count.
+    pub fn slots_by_kind(&self) -> Vec<(EntityKind, usize)> {
+        self.tables.iter().map(|t| (t.entity, t.map.capacity())).collect()
+    }
+
     /// Events that arrived later than the allowed lateness.
     pub fn late_events(&self) -> u64 {
         self.stats.late_events
@@ -560,6 +566,8 @@ impl FeatureEngine {
         // then one lookup each and a prefetch of its series, so the cache
         // misses of an event's entities overlap.
         for table in &mut self.tables {
+            // A growing entity table moves a little more.
+            table.map.step();
             table.expire(watermark, &mut self.stats);
         }
         self.found.clear();
@@ -630,14 +638,7 @@ impl FeatureEngine {
                     table.queue.push_back((t, key));
                     // Born after any capture in progress began: not part of it.
                     let entity = Entity { last_seen: t, queued_at: t, series, epoch: table.epoch };
-                    let slots = table.map.capacity();
-                    let slot = table.map.insert(key, entity);
-                    if table.map.capacity() != slots {
-                        if let Some(c) = &mut table.capture {
-                            c.restart_walk();
-                        }
-                    }
-                    slot
+                    table.map.insert(key, entity)
                 }
             };
             let epoch = table.epoch;
@@ -753,10 +754,8 @@ impl Table {
                 if let Some(slot) = self.map.find(key) {
                     cap.keep(epoch, key, self.map.at_mut(slot));
                 }
-                self.map.remove_tracking(&key, |slot, k, e| {
-                    if cap.passed(slot) {
-                        cap.keep(epoch, k, e);
-                    }
+                self.map.remove_tracking(&key, |k, e| {
+                    cap.keep(epoch, k, e);
                 });
             }
         }

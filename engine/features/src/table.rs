@@ -6,16 +6,72 @@
 //! Linear probing over a power-of-two array, at most 3/4 full, with
 //! backward-shift deletion (no tombstones). Key 0 marks an empty slot; the
 //! engine's keys are SipHash outputs, and a key of 0 is stored as 1.
+//!
+//! The table grows a little at a time, so no single event pays for
+//! doubling it (rebuilding a table of a million entities at once stalled
+//! an event for tens of milliseconds, more the larger the table):
+//! 1. *making*: arrays twice the size are made (zeroed keys, empty values)
+//!    on a helper thread when they are large, so that the kernel faults
+//!    their pages in off the event loop (on fresh memory, a 2 MiB page can
+//!    take milliseconds); the current arrays stay in use meanwhile, up to
+//!    7/8 full;
+//! 2. *moving*: the larger arrays become current, and the previous ones are
+//!    emptied into them run by run (a run is a block of occupied slots
+//!    between empty ones), a few per operation. A key is looked for in
+//!    both. Whole runs move at once, so every run left behind is intact and
+//!    probing it stays exact. The emptied arrays are freed on a helper
+//!    thread too.
+//!
+//! Slots are numbered for [`KeyTable::find`] and for walks over the table
+//! (a snapshot capture, `capture`): while moving, the previous arrays hold
+//! numbers `0..previous size` and the current ones follow, so an entry that
+//! growth moves gets a number after every one it could have had before: a
+//! walk never misses it, and a walk starts over in the current arrays once
+//! the previous ones are dropped. An entry that a deletion's shift moves
+//! behind the walk is reported to the caller's `moved` callback.
 
 pub(crate) struct KeyTable<V> {
     keys: Vec<u128>,
     vals: Vec<Option<V>>,
     len: usize,
+    growth: Option<Growth<V>>,
+    /// The slot number a walk over the table has reached (see the module doc).
+    pub(crate) walk: usize,
+}
+
+enum Growth<V> {
+    /// The next arrays, of `size` slots, being made on a helper thread.
+    Making { made: std::thread::JoinHandle<Arrays<V>>, size: usize },
+    /// The previous arrays, being emptied into the current ones: `done`
+    /// slots from `start + 1` on (cyclically) are empty; `start` was empty
+    /// when moving began and stays so, as nothing is inserted there.
+    Moving { keys: Vec<u128>, vals: Vec<Option<V>>, start: usize, done: usize },
+}
+
+type Arrays<V> = (Vec<u128>, Vec<Option<V>>);
+
+/// Arrays at least this large (in bytes) are made and freed on a helper thread.
+const OFF_THREAD_BYTES: usize = 1 << 20;
+/// Slots of the previous arrays emptied per growth step while moving (whole
+/// runs, so a step may go a little over).
+const MOVE_STEP: usize = 32;
+
+/// Arrays of `size` empty slots, every page written (`vec![0; n]` would
+/// leave the keys' pages to be faulted in by their first writer).
+#[allow(clippy::slow_vector_initialization)]
+fn make_arrays<V>(size: usize) -> Arrays<V> {
+    let mut keys = Vec::with_capacity(size);
+    keys.resize(size, 0);
+    (keys, empty_vals(size))
+}
+
+fn off_thread<V>(size: usize) -> bool {
+    size * (std::mem::size_of::<u128>() + std::mem::size_of::<Option<V>>()) >= OFF_THREAD_BYTES
 }
 
 impl<V> Default for KeyTable<V> {
     fn default() -> Self {
-        KeyTable { keys: Vec::new(), vals: Vec::new(), len: 0 }
+        KeyTable { keys: Vec::new(), vals: Vec::new(), len: 0, growth: None, walk: 0 }
     }
 }
 
@@ -28,158 +84,326 @@ fn fix(key: u128) -> u128 {
     }
 }
 
-impl<V> KeyTable<V> {
+#[inline]
+fn home(key: u128, size: usize) -> usize {
+    ((key as u64) ^ ((key >> 64) as u64)) as usize & (size - 1)
+}
+
+/// The slot holding `key`, or the empty slot that ends its probe.
+#[inline]
+fn probe(keys: &[u128], key: u128) -> Result<usize, usize> {
+    let mask = keys.len() - 1;
+    let mut i = home(key, keys.len());
+    loop {
+        match keys[i] {
+            0 => return Err(i),
+            k if k == key => return Ok(i),
+            _ => i = (i + 1) & mask,
+        }
+    }
+}
+
+/// Puts a key that is not in the arrays into them; returns its slot.
+fn place<V>(keys: &mut [u128], vals: &mut [Option<V>], key: u128, val: Option<V>) -> usize {
+    let Err(i) = probe(keys, key) else { unreachable!("the key is not in the arrays") };
+    keys[i] = key;
+    vals[i] = val;
+    i
+}
+
+/// Empties slot `i` with a backward shift: later entries of its run move
+/// into the hole when their home lies at or before it. Slot numbers of
+/// these arrays start at `base`; `moved` hears of every entry shifted to a
+/// number before `walk`.
+fn take_at<V>(
+    keys: &mut [u128],
+    vals: &mut [Option<V>],
+    mut i: usize,
+    base: usize,
+    walk: usize,
+    moved: &mut impl FnMut(u128, &mut V),
+) -> Option<V> {
+    let out = vals[i].take();
+    keys[i] = 0;
+    let mask = keys.len() - 1;
+    let mut j = i;
+    loop {
+        j = (j + 1) & mask;
+        let k = keys[j];
+        if k == 0 {
+            break;
+        }
+        let h = home(k, keys.len());
+        // Is `h` cyclically outside (i, j]? Then the entry may move to i.
+        let in_range = if i <= j { h > i && h <= j } else { h > i || h <= j };
+        if !in_range {
+            keys[i] = k;
+            vals[i] = vals[j].take();
+            keys[j] = 0;
+            if base + i < walk {
+                if let Some(v) = vals[i].as_mut() {
+                    moved(k, v);
+                }
+            }
+            i = j;
+        }
+    }
+    out
+}
+
+fn empty_vals<V>(n: usize) -> Vec<Option<V>> {
+    (0..n).map(|_| None).collect()
+}
+
+impl<V: Send + 'static> KeyTable<V> {
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// The number of the current arrays' first slot.
     #[inline]
-    fn home(&self, key: u128) -> usize {
-        ((key as u64) ^ ((key >> 64) as u64)) as usize & (self.keys.len() - 1)
+    fn base(&self) -> usize {
+        match &self.growth {
+            Some(Growth::Moving { keys, .. }) => keys.len(),
+            _ => 0,
+        }
     }
 
     /// Asks the CPU for the key's home slot (a hint; never faults).
     #[inline]
     pub fn prefetch(&self, key: u128) {
-        if self.keys.is_empty() {
-            return;
+        let key = fix(key);
+        if !self.keys.is_empty() {
+            let i = home(key, self.keys.len());
+            crate::state::prefetch(&self.keys[i] as *const u128 as *const u8);
+            crate::state::prefetch(&self.vals[i] as *const Option<V> as *const u8);
         }
-        let i = self.home(fix(key));
-        crate::state::prefetch(&self.keys[i] as *const u128 as *const u8);
-        crate::state::prefetch(&self.vals[i] as *const Option<V> as *const u8);
+        if let Some(Growth::Moving { keys, vals, .. }) = &self.growth {
+            let i = home(key, keys.len());
+            crate::state::prefetch(&keys[i] as *const u128 as *const u8);
+            crate::state::prefetch(&vals[i] as *const Option<V> as *const u8);
+        }
     }
 
-    /// The slot holding `key`. Valid until the next insert or remove.
+    /// The slot holding `key`. Valid until the next insert, remove or step.
     #[inline]
     pub fn find(&self, key: u128) -> Option<usize> {
-        if self.keys.is_empty() {
-            return None;
-        }
         let key = fix(key);
-        let mask = self.keys.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            match self.keys[i] {
-                0 => return None,
-                k if k == key => return Some(i),
-                _ => i = (i + 1) & mask,
+        if !self.keys.is_empty() {
+            if let Ok(i) = probe(&self.keys, key) {
+                return Some(self.base() + i);
             }
+        }
+        match &self.growth {
+            Some(Growth::Moving { keys, .. }) => probe(keys, key).ok(),
+            _ => None,
         }
     }
 
     /// The value in a slot from [`KeyTable::find`] or [`KeyTable::insert`].
     #[inline]
     pub fn at_mut(&mut self, slot: usize) -> &mut V {
-        self.vals[slot].as_mut().expect("an occupied slot")
+        let base = self.base();
+        match &mut self.growth {
+            Some(Growth::Moving { vals, .. }) if slot < base => vals[slot].as_mut(),
+            _ => self.vals[slot - base].as_mut(),
+        }
+        .expect("an occupied slot")
     }
 
     #[inline]
     pub fn at(&self, slot: usize) -> &V {
-        self.vals[slot].as_ref().expect("an occupied slot")
+        let base = self.base();
+        match &self.growth {
+            Some(Growth::Moving { vals, .. }) if slot < base => vals[slot].as_ref(),
+            _ => self.vals[slot - base].as_ref(),
+        }
+        .expect("an occupied slot")
     }
 
+    /// Room for `n` more entries at once, without growing step by step (a
+    /// restore). The walk starts over, as every entry may move.
     pub fn reserve(&mut self, n: usize) {
+        self.finish_growth();
         let want = (self.len + n) * 4 / 3 + 1;
         if want > self.keys.len() {
-            self.rehash(want.next_power_of_two().max(16));
+            let size = want.next_power_of_two().max(16);
+            let keys = std::mem::replace(&mut self.keys, vec![0; size]);
+            let vals = std::mem::replace(&mut self.vals, empty_vals(size));
+            for (k, v) in keys.into_iter().zip(vals) {
+                if k != 0 {
+                    place(&mut self.keys, &mut self.vals, k, v);
+                }
+            }
+            self.walk = 0;
         }
     }
 
-    fn rehash(&mut self, size: usize) {
-        let keys = std::mem::replace(&mut self.keys, vec![0; size]);
-        let vals = std::mem::replace(&mut self.vals, (0..size).map(|_| None).collect());
+    /// Inserts or replaces; returns the slot. Growth takes a step (see the
+    /// module doc).
+    pub fn insert(&mut self, key: u128, val: V) -> usize {
+        let key = fix(key);
+        if let Some(slot) = self.find(key) {
+            *self.at_mut(slot) = val;
+            return slot;
+        }
+        self.step();
+        if self.keys.is_empty() {
+            self.keys = vec![0; 16];
+            self.vals = empty_vals(16);
+        }
+        let cap = self.keys.len();
+        match self.growth {
+            None if (self.len + 1) * 4 > cap * 3 => self.begin_growth(2 * cap),
+            Some(Growth::Making { .. }) if (self.len + 1) * 8 > cap * 7 => {
+                // Inserts outran the making: wait for it.
+                self.finish_making();
+            }
+            Some(Growth::Moving { .. }) if (self.len + 1) * 4 > cap * 3 => {
+                // Inserts outran the moving (a table starting small): finish
+                // it, then grow again at once.
+                self.finish_growth();
+                let (keys, vals) = make_arrays(2 * self.keys.len());
+                self.start_moving(keys, vals);
+            }
+            _ => {}
+        }
+        let i = place(&mut self.keys, &mut self.vals, key, Some(val));
+        self.len += 1;
+        self.base() + i
+    }
+
+    /// Takes a step of a growth in progress, if any.
+    #[inline]
+    pub fn step(&mut self) {
+        match &mut self.growth {
+            None => {}
+            Some(Growth::Making { ref made, .. }) if made.is_finished() => self.finish_making(),
+            Some(Growth::Making { .. }) => {}
+            Some(Growth::Moving { .. }) => self.move_runs(MOVE_STEP),
+        }
+    }
+
+    /// Starts growing to `size` slots: makes the arrays on a helper thread
+    /// when they are large (and a thread can be had), at once otherwise.
+    fn begin_growth(&mut self, size: usize) {
+        if off_thread::<V>(size) {
+            let made = std::thread::Builder::new().name("riskd-table-grow".into()).spawn(move || make_arrays(size));
+            if let Ok(made) = made {
+                self.growth = Some(Growth::Making { made, size });
+                return;
+            }
+        }
+        let (keys, vals) = make_arrays(size);
+        self.start_moving(keys, vals);
+    }
+
+    /// Waits for the arrays being made, then starts moving into them.
+    fn finish_making(&mut self) {
+        if !matches!(self.growth, Some(Growth::Making { .. })) {
+            return;
+        }
+        let Some(Growth::Making { made, size }) = self.growth.take() else { unreachable!("checked") };
+        // A helper that failed (it only allocates) is made up for here.
+        let (keys, vals) = made.join().unwrap_or_else(|_| make_arrays(size));
+        self.start_moving(keys, vals);
+    }
+
+    /// The new arrays become current; the previous ones are to be emptied.
+    fn start_moving(&mut self, keys: Vec<u128>, vals: Vec<Option<V>>) {
+        let keys = std::mem::replace(&mut self.keys, keys);
+        let vals = std::mem::replace(&mut self.vals, vals);
+        let start = keys.iter().position(|&k| k == 0).expect("a table is never full");
+        self.growth = Some(Growth::Moving { keys, vals, start, done: 0 });
+    }
+
+    fn finish_growth(&mut self) {
+        self.finish_making();
+        self.move_runs(usize::MAX);
+    }
+
+    /// Moves whole runs of the previous arrays into the current ones, about
+    /// `budget` slots' worth; drops the previous arrays once empty.
+    fn move_runs(&mut self, budget: usize) {
+        let Some(Growth::Moving { keys, vals, start, done }) = &mut self.growth else { return };
+        let (size, base) = (keys.len(), keys.len());
         let mask = size - 1;
-        for (k, v) in keys.into_iter().zip(vals) {
-            if k == 0 {
+        let mut n = 0;
+        while n < budget && *done < size {
+            let mut j = (*start + 1 + *done) & mask;
+            if keys[j] == 0 {
+                *done += 1;
+                n += 1;
                 continue;
             }
-            let mut i = self.home(k);
-            while self.keys[i] != 0 {
-                i = (i + 1) & mask;
+            // A run starts here (the slot before it is empty, or emptied).
+            while keys[j] != 0 {
+                let k = std::mem::replace(&mut keys[j], 0);
+                place(&mut self.keys, &mut self.vals, k, vals[j].take());
+                *done += 1;
+                n += 1;
+                j = (j + 1) & mask;
             }
-            self.keys[i] = k;
-            self.vals[i] = v;
         }
-    }
-
-    /// Inserts or replaces; returns the slot.
-    pub fn insert(&mut self, key: u128, val: V) -> usize {
-        if (self.len + 1) * 4 > self.keys.len() * 3 {
-            self.rehash((self.keys.len() * 2).max(16));
-        }
-        let key = fix(key);
-        let mask = self.keys.len() - 1;
-        let mut i = self.home(key);
-        loop {
-            match self.keys[i] {
-                0 => {
-                    self.keys[i] = key;
-                    self.vals[i] = Some(val);
-                    self.len += 1;
-                    return i;
+        if *done == size {
+            // The previous numbers are gone: the current ones start at 0.
+            if let Some(Growth::Moving { keys, vals, .. }) = self.growth.take() {
+                if off_thread::<V>(size) {
+                    // Freeing takes a while too; a failed spawn drops them here.
+                    let _ =
+                        std::thread::Builder::new().name("riskd-table-free".into()).spawn(move || drop((keys, vals)));
                 }
-                k if k == key => {
-                    self.vals[i] = Some(val);
-                    return i;
-                }
-                _ => i = (i + 1) & mask,
             }
+            self.walk = self.walk.saturating_sub(base);
         }
     }
 
     pub fn remove(&mut self, key: &u128) -> Option<V> {
-        self.remove_tracking(key, |_, _, _| {})
+        self.remove_tracking(key, |_, _| {})
     }
 
-    /// Number of slots; it changes only when the table is rebuilt (and every
-    /// entry moves).
+    /// Number of slot numbers: both arrays' while moving.
     pub fn capacity(&self) -> usize {
-        self.keys.len()
+        self.base() + self.keys.len()
     }
 
-    /// Like [`KeyTable::remove`], calling `moved(slot, key, value)` for every
-    /// entry the deletion shifts into an earlier slot (a walk over the
-    /// slots in progress may have passed it).
-    pub fn remove_tracking(&mut self, key: &u128, mut moved: impl FnMut(usize, u128, &mut V)) -> Option<V> {
-        let mut i = self.find(*key)?;
-        let out = self.vals[i].take();
-        self.keys[i] = 0;
+    /// Like [`KeyTable::remove`], calling `moved(key, value)` for every
+    /// entry the deletion shifts into a slot behind the walk.
+    pub fn remove_tracking(&mut self, key: &u128, mut moved: impl FnMut(u128, &mut V)) -> Option<V> {
+        let slot = self.find(*key)?;
+        let base = self.base();
+        let walk = self.walk;
+        let out = match &mut self.growth {
+            Some(Growth::Moving { keys, vals, .. }) if slot < base => take_at(keys, vals, slot, 0, walk, &mut moved),
+            _ => take_at(&mut self.keys, &mut self.vals, slot - base, base, walk, &mut moved),
+        };
         self.len -= 1;
-        // Backward shift: pull later entries of the run into the hole when
-        // their home lies at or before it.
-        let mask = self.keys.len() - 1;
-        let mut j = i;
-        loop {
-            j = (j + 1) & mask;
-            let k = self.keys[j];
-            if k == 0 {
-                break;
-            }
-            let home = self.home(k);
-            // Is `home` cyclically outside (i, j]? Then the entry may move to i.
-            let in_range = if i <= j { home > i && home <= j } else { home > i || home <= j };
-            if !in_range {
-                self.keys[i] = k;
-                self.vals[i] = self.vals[j].take();
-                self.keys[j] = 0;
-                if let Some(v) = self.vals[i].as_mut() {
-                    moved(i, k, v);
-                }
-                i = j;
-            }
-        }
         out
     }
 
     /// The key and value in a slot, if occupied.
     #[inline]
     pub fn slot_mut(&mut self, slot: usize) -> Option<(u128, &mut V)> {
-        let k = *self.keys.get(slot)?;
-        self.vals[slot].as_mut().map(|v| (k, v))
+        let base = self.base();
+        let (keys, vals, i) = match &mut self.growth {
+            Some(Growth::Moving { keys, vals, .. }) if slot < base => (keys, vals, slot),
+            _ => (&mut self.keys, &mut self.vals, slot.checked_sub(base)?),
+        };
+        let k = *keys.get(i)?;
+        vals[i].as_mut().map(|v| (k, v))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u128, &V)> {
-        self.keys.iter().zip(&self.vals).filter(|(k, _)| **k != 0).filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+        let previous = match &self.growth {
+            Some(Growth::Moving { keys, vals, .. }) => Some(keys.iter().zip(vals)),
+            _ => None,
+        };
+        self.keys
+            .iter()
+            .zip(&self.vals)
+            .chain(previous.into_iter().flatten())
+            .filter(|(k, _)| **k != 0)
+            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
     }
 }
 
@@ -288,33 +512,122 @@ mod tests {
 
     use super::KeyTable;
 
+    /// Every entry once, by walking the slot numbers.
+    fn by_slots(t: &mut KeyTable<u64>) -> HashMap<u128, u64> {
+        let mut seen = HashMap::new();
+        for slot in 0..t.capacity() {
+            if let Some((k, v)) = t.slot_mut(slot) {
+                assert!(seen.insert(k, *v).is_none(), "key {k} in two slots");
+            }
+        }
+        seen
+    }
+
     #[test]
     fn behaves_like_a_hash_map_under_random_inserts_and_removes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut t: KeyTable<u64> = KeyTable::default();
         let mut m: HashMap<u128, u64> = HashMap::new();
-        for step in 0..60_000u64 {
-            // Few distinct keys with colliding low bits, so runs are long.
-            let key = u128::from(rng.gen_range(1..3000u32)) << 64 | u128::from(rng.gen_range(0..4u8));
-            match rng.gen_range(0..3) {
-                0 | 1 => {
+        // Checks made while making arrays and while moving.
+        let mut checked = [0; 2];
+        for step in 0..120_000u64 {
+            // The key range widens, so the table keeps growing while keys
+            // come and go; colliding low bits make runs long.
+            let key = u128::from(rng.gen_range(1..2 + step / 8)) << 64 | u128::from(rng.gen_range(0..4u8));
+            match rng.gen_range(0..5) {
+                0..=2 => {
                     t.insert(key, step);
                     m.insert(key, step);
                 }
-                _ => assert_eq!(t.remove(&key), m.remove(&key), "step {step}"),
+                3 => assert_eq!(t.remove(&key), m.remove(&key), "step {step}"),
+                _ => t.step(),
             }
             assert_eq!(t.len(), m.len());
-            if step % 997 == 0 {
+            let growing = match t.growth {
+                Some(super::Growth::Making { .. }) => Some(0),
+                Some(super::Growth::Moving { .. }) => Some(1),
+                None => None,
+            };
+            if step % 997 == 0 || growing == Some(0) || (growing.is_some() && step % 7 == 0) {
+                if let Some(phase) = growing {
+                    checked[phase] += 1;
+                }
                 for (k, v) in &m {
                     assert_eq!(t.find(*k).map(|i| t.at(i)), Some(v));
                 }
                 assert_eq!(t.iter().count(), m.len());
+                assert_eq!(by_slots(&mut t), m);
             }
         }
+        // Making is brief (a helper thread allocating); the table is then
+        // the current arrays alone, as when not growing.
+        assert!(checked[0] >= 1 && checked[1] >= 20, "checks while making and moving: {checked:?}");
         assert_eq!(t.find(0), None);
         let slot = t.insert(0, 7);
         assert_eq!(t.find(0), Some(slot));
         assert_eq!(t.at(slot), &7);
+    }
+
+    /// A walk over the slot numbers while the table changes and grows
+    /// (a snapshot capture's): every entry there at its start is reached,
+    /// by the walk itself or by being reported as moved behind it, or is
+    /// seen before it is removed.
+    #[test]
+    fn a_walk_reaches_every_entry_while_the_table_grows() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mut grown = 0;
+        for round in 0..20 {
+            let mut t: KeyTable<u64> = KeyTable::default();
+            let mut next_key = 1u128;
+            let mut fresh = |rng: &mut rand_chacha::ChaCha8Rng| {
+                next_key += 1;
+                next_key << 64 | u128::from(rng.gen_range(0..4u8))
+            };
+            for _ in 0..rng.gen_range(100..3000) {
+                let k = fresh(&mut rng);
+                t.insert(k, 0);
+            }
+            let at_start: HashMap<u128, u64> = t.iter().map(|(k, v)| (k, *v)).collect();
+            let mut reached: std::collections::HashSet<u128> = Default::default();
+            let mut live: Vec<u128> = at_start.keys().copied().collect();
+            t.walk = 0;
+            let mut steps = 0;
+            while t.walk < t.capacity() {
+                steps += 1;
+                grown += usize::from(matches!(t.growth, Some(super::Growth::Moving { .. })));
+                match rng.gen_range(0..10) {
+                    // Mostly inserts, so the table grows during the walk.
+                    0..=4 => {
+                        let k = fresh(&mut rng);
+                        t.insert(k, 1);
+                        live.push(k);
+                    }
+                    5 | 6 if !live.is_empty() => {
+                        let k = live.swap_remove(rng.gen_range(0..live.len()));
+                        reached.insert(k);
+                        t.remove_tracking(&k, |k, _| {
+                            reached.insert(k);
+                        });
+                    }
+                    7 => t.step(),
+                    _ => {
+                        // A few slots at a time, as a capture's step walks;
+                        // faster in some rounds, so that the walk is in the
+                        // larger arrays while entries still move there.
+                        for _ in 0..[8, 64, 512][round % 3] {
+                            let slot = t.walk;
+                            if let Some((k, _)) = t.slot_mut(slot) {
+                                reached.insert(k);
+                            }
+                            t.walk += 1;
+                        }
+                    }
+                }
+            }
+            let missed = at_start.keys().filter(|k| !reached.contains(k)).count();
+            assert_eq!(missed, 0, "round {round}: {missed} of {} entries missed in {steps} steps", at_start.len());
+        }
+        assert!(grown > 100, "the walks saw entries moving between arrays in {grown} steps only");
     }
 
     #[test]
