@@ -192,8 +192,8 @@ def feature_state_table(fs):
     ]
     if "growth_max_us" in fs:
         rows.append(
-            f"| entity tables growing while populating: slowest update among the {fs['growth_events']}"
-            f" during which a growth phase began or ended | {fs['growth_max_us']:,.0f} us | — |"
+            f"| entity tables growing while populating: the {fs['growth_events']} updates during which a growth"
+            f" phase began or ended, p50 / max | {fs.get('growth_p50_us', 0):,.1f} / {fs['growth_max_us']:,.0f} us | — |"
         )
     rows += [
         f"| state memory | {fs['state_mib']:,.0f} MiB, {fs['mib_per_million_entities']:,.0f} MiB per million entities | — |",

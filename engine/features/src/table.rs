@@ -14,7 +14,7 @@
 //!    on a helper thread when they are large, so that the kernel faults
 //!    their pages in off the event loop (on fresh memory, a 2 MiB page can
 //!    take milliseconds); the current arrays stay in use meanwhile, up to
-//!    7/8 full;
+//!    15/16 full;
 //! 2. *moving*: the larger arrays become current, and the previous ones are
 //!    emptied into them run by run (a run is a block of occupied slots
 //!    between empty ones), a few per operation. A key is looked for in
@@ -255,8 +255,9 @@ impl<V: Send + 'static> KeyTable<V> {
         let cap = self.keys.len();
         match self.growth {
             None if (self.len + 1) * 4 > cap * 3 => self.begin_growth(2 * cap),
-            Some(Growth::Making { .. }) if (self.len + 1) * 8 > cap * 7 => {
-                // Inserts outran the making: wait for it.
+            Some(Growth::Making { .. }) if (self.len + 1) * 16 > cap * 15 => {
+                // Inserts outran the making (many new entities at once,
+                // while the kernel is slow to give fresh pages): wait for it.
                 self.finish_making();
             }
             Some(Growth::Moving { .. }) if (self.len + 1) * 4 > cap * 3 => {
