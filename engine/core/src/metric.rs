@@ -9,6 +9,7 @@ pub const DECISION_LATENCY_SECONDS: &str = "risk_decision_latency_seconds";
 pub const RULE_HITS_TOTAL: &str = "risk_rule_hits_total"; // labels: rule, stage, mode
 pub const LATE_EVENTS_TOTAL: &str = "risk_late_events_total"; // labels: feature_entity
 pub const FEATURE_ENTITIES: &str = "risk_feature_entities"; // gauge, labels: entity
+pub const FEATURE_TABLE_SLOTS: &str = "risk_feature_table_slots"; // gauge, labels: entity
 pub const FEATURE_ENTITIES_REMOVED_TOTAL: &str = "risk_feature_entities_removed_total"; // labels: reason (expired, cap)
 pub const FEATURE_POINTS_DROPPED_TOTAL: &str = "risk_feature_points_dropped_total";
 pub const CHECKPOINTS_TOTAL: &str = "risk_checkpoints_total"; // labels: outcome

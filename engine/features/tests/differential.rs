@@ -488,3 +488,30 @@ fn a_full_window_drops_its_oldest_points() {
     assert_eq!(fv.0, [20.0, 20.0, 20.0]);
     assert_eq!(engine.stats().dropped_points, 3 * 10 + 1);
 }
+
+/// The slots each entity table reports (`slots_by_kind`, the
+/// `risk_feature_table_slots` gauge) hold its entities with room to spare
+/// while the tables grow: at most 15/16 of the current arrays are ever
+/// used, and the count is a power of two, or three times one while a
+/// table moves into arrays twice the size of its old ones.
+#[test]
+fn table_slots_hold_their_entities_as_tables_grow() {
+    let set = set(DEFS);
+    let mut engine = FeatureEngine::new(set, [9; 16]);
+    let mut fv = FeatureVector::default();
+    let mut grew = 0;
+    let mut last = engine.slots_by_kind();
+    for ev in wide_stream(3, 3000) {
+        engine.update(&ev, &mut fv);
+        let slots = engine.slots_by_kind();
+        for ((kind, n), (same_kind, s)) in engine.entities_by_kind().into_iter().zip(&slots) {
+            assert_eq!(kind, *same_kind);
+            let current = if s.is_power_of_two() { *s } else { s / 3 * 2 };
+            assert!(current.is_power_of_two() && current >= 16, "{kind}: {s} slots");
+            assert!(n * 16 <= current * 15, "{kind}: {n} entities in {current} slots");
+        }
+        grew += usize::from(slots != last);
+        last = slots;
+    }
+    assert!(grew >= 4, "the tables grew {grew} times only");
+}

@@ -39,7 +39,8 @@ struct IntakeMetrics {
 
 /// Feature-state gauges and counters, published every few thousand events.
 struct StateMetrics {
-    entities: Vec<(String, metrics::Gauge)>,
+    /// Per entity kind: its entities and its table's slots.
+    entities: Vec<(String, metrics::Gauge, metrics::Gauge)>,
     expired: Counter,
     evicted: Counter,
     dropped: Counter,
@@ -58,17 +59,19 @@ impl StateMetrics {
     }
 
     fn publish(&mut self, engine: &FeatureEngine) {
-        for (kind, n) in engine.entities_by_kind() {
+        for ((kind, n), (_, slots)) in engine.entities_by_kind().into_iter().zip(engine.slots_by_kind()) {
             let name = kind.to_string();
-            let i = match self.entities.iter().position(|(k, _)| *k == name) {
+            let i = match self.entities.iter().position(|(k, _, _)| *k == name) {
                 Some(i) => i,
                 None => {
                     let g = metrics::gauge!(metric::FEATURE_ENTITIES, "entity" => name.clone());
-                    self.entities.push((name, g));
+                    let s = metrics::gauge!(metric::FEATURE_TABLE_SLOTS, "entity" => name.clone());
+                    self.entities.push((name, g, s));
                     self.entities.len() - 1
                 }
             };
             self.entities[i].1.set(n as f64);
+            self.entities[i].2.set(slots as f64);
         }
         let now = engine.stats();
         self.expired.increment(now.expired_entities.saturating_sub(self.published.expired_entities));
