@@ -7,9 +7,9 @@
 //! (median, p99, p99.9), the resident memory the state takes per million
 //! entities is reported, and a checkpoint's encoding is timed, whole and as
 //! serve takes it between events. While populating, the updates during
-//! which an entity table began or ended a growth phase are timed too (the
-//! slowest is reported): tables double as entities arrive, and that must
-//! not stall an event.
+//! which an entity table began or ended a growth phase are timed too (their
+//! median and the slowest are reported): tables double as entities arrive,
+//! and that must not stall an event.
 //!
 //! `cargo bench -p riskd-benches --bench feature_state` (release build, one
 //! core). Sizes: `RISKD_BENCH_USERS` (default 400000),

@@ -200,15 +200,22 @@ impl<V: Send + 'static> KeyTable<V> {
         }
     }
 
+    /// The arrays holding slot number `slot`, the slot's index in them, and
+    /// the number of their first slot.
+    #[inline]
+    fn arrays_mut(&mut self, slot: usize) -> (&mut [u128], &mut [Option<V>], usize, usize) {
+        let base = self.base();
+        match &mut self.growth {
+            Some(Growth::Moving { keys, vals, .. }) if slot < base => (keys, vals, slot, 0),
+            _ => (&mut self.keys, &mut self.vals, slot - base, base),
+        }
+    }
+
     /// The value in a slot from [`KeyTable::find`] or [`KeyTable::insert`].
     #[inline]
     pub fn at_mut(&mut self, slot: usize) -> &mut V {
-        let base = self.base();
-        match &mut self.growth {
-            Some(Growth::Moving { vals, .. }) if slot < base => vals[slot].as_mut(),
-            _ => self.vals[slot - base].as_mut(),
-        }
-        .expect("an occupied slot")
+        let (_, vals, i, _) = self.arrays_mut(slot);
+        vals[i].as_mut().expect("an occupied slot")
     }
 
     #[inline]
@@ -262,10 +269,9 @@ impl<V: Send + 'static> KeyTable<V> {
             }
             Some(Growth::Moving { .. }) if (self.len + 1) * 4 > cap * 3 => {
                 // Inserts outran the moving (a table starting small): finish
-                // it, then grow again at once.
+                // it, then grow again.
                 self.finish_growth();
-                let (keys, vals) = make_arrays(2 * self.keys.len());
-                self.start_moving(keys, vals);
+                self.begin_growth(2 * self.keys.len());
             }
             _ => {}
         }
@@ -301,13 +307,14 @@ impl<V: Send + 'static> KeyTable<V> {
 
     /// Waits for the arrays being made, then starts moving into them.
     fn finish_making(&mut self) {
-        if !matches!(self.growth, Some(Growth::Making { .. })) {
-            return;
+        match self.growth.take() {
+            Some(Growth::Making { made, size }) => {
+                // A helper that failed (it only allocates) is made up for here.
+                let (keys, vals) = made.join().unwrap_or_else(|_| make_arrays(size));
+                self.start_moving(keys, vals);
+            }
+            other => self.growth = other,
         }
-        let Some(Growth::Making { made, size }) = self.growth.take() else { unreachable!("checked") };
-        // A helper that failed (it only allocates) is made up for here.
-        let (keys, vals) = made.join().unwrap_or_else(|_| make_arrays(size));
-        self.start_moving(keys, vals);
     }
 
     /// The new arrays become current; the previous ones are to be emptied.
@@ -372,12 +379,9 @@ impl<V: Send + 'static> KeyTable<V> {
     /// entry the deletion shifts into a slot behind the walk.
     pub fn remove_tracking(&mut self, key: &u128, mut moved: impl FnMut(u128, &mut V)) -> Option<V> {
         let slot = self.find(*key)?;
-        let base = self.base();
         let walk = self.walk;
-        let out = match &mut self.growth {
-            Some(Growth::Moving { keys, vals, .. }) if slot < base => take_at(keys, vals, slot, 0, walk, &mut moved),
-            _ => take_at(&mut self.keys, &mut self.vals, slot - base, base, walk, &mut moved),
-        };
+        let (keys, vals, i, base) = self.arrays_mut(slot);
+        let out = take_at(keys, vals, i, base, walk, &mut moved);
         self.len -= 1;
         out
     }
@@ -385,11 +389,7 @@ impl<V: Send + 'static> KeyTable<V> {
     /// The key and value in a slot, if occupied.
     #[inline]
     pub fn slot_mut(&mut self, slot: usize) -> Option<(u128, &mut V)> {
-        let base = self.base();
-        let (keys, vals, i) = match &mut self.growth {
-            Some(Growth::Moving { keys, vals, .. }) if slot < base => (keys, vals, slot),
-            _ => (&mut self.keys, &mut self.vals, slot.checked_sub(base)?),
-        };
+        let (keys, vals, i, _) = self.arrays_mut(slot);
         let k = *keys.get(i)?;
         vals[i].as_mut().map(|v| (k, v))
     }
