@@ -195,6 +195,12 @@ def feature_state_table(fs):
             f"| entity tables growing while populating: the {fs['growth_events']} updates during which a growth"
             f" phase began or ended, p50 / max | {fs.get('growth_p50_us', 0):,.1f} / {fs['growth_max_us']:,.0f} us | — |"
         )
+    if "shrink_max_us" in fs:
+        rows.append(
+            f"| expiry wave (31 days on, 1,000 users alone): address table {fs['wave_ip_slots_before']:,} to"
+            f" {fs['wave_ip_slots_after']:,} slots; the {fs['shrink_events']} updates during which a halving"
+            f" phase began or ended, p50 / max | {fs['shrink_p50_us']:,.1f} / {fs['shrink_max_us']:,.0f} us | — |"
+        )
     rows += [
         f"| state memory | {fs['state_mib']:,.0f} MiB, {fs['mib_per_million_entities']:,.0f} MiB per million entities | — |",
     ]

@@ -9,7 +9,10 @@
 //! serve takes it between events. While populating, the updates during
 //! which an entity table began or ended a growth phase are timed too (their
 //! median and the slowest are reported): tables double as entities arrive,
-//! and that must not stall an event.
+//! and that must not stall an event. Last, an expiry wave (31 days later,
+//! 1,000 users go on alone) empties the address table, which halves step
+//! by step; the updates during which a halving phase began or ended are
+//! timed the same way.
 //!
 //! `cargo bench -p riskd-benches --bench feature_state` (release build, one
 //! core). Sizes: `RISKD_BENCH_USERS` (default 400000),
@@ -24,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use riskd_core::event::{
     Entities, Event, EventKind, LoanApplication, Login, LoginMethod, Payload, Purpose, RepaymentMethod,
 };
-use riskd_features::{FeatureEngine, FeatureSet, FeatureVector};
+use riskd_features::{EntityKind, FeatureEngine, FeatureSet, FeatureVector};
 // The allocator `riskd` uses.
 use riskd_alloc as _;
 
@@ -358,6 +361,37 @@ fn main() {
     };
     let capture_secs = t.elapsed().as_secs_f64();
     during.sort_unstable();
+
+    // An expiry wave: 31 days later, 1,000 users go on alone. Every other
+    // address (the only kinds here without a lifetime feature) expires, and
+    // the address table halves step by step; the updates during which a
+    // halving began or ended are timed, like growth's.
+    let ip_slots =
+        |e: &FeatureEngine| e.slots_by_kind().into_iter().find(|(k, _)| *k == EntityKind::Ip).map_or(0, |(_, n)| n);
+    let wave_before = ip_slots(&engine);
+    let mut wave = Workload {
+        rng: rand_chacha::ChaCha8Rng::seed_from_u64(7),
+        users: 1000,
+        clock: w.clock + 31 * 86_400_000,
+        n: 0,
+    };
+    let mut shrink_ns: Vec<u64> = Vec::new();
+    let mut slots = engine.slots_by_kind();
+    for _ in 0..100_000 {
+        let ev = wave.next();
+        let t = Instant::now();
+        engine.update(&ev, &mut fv);
+        let took = t.elapsed().as_nanos() as u64;
+        let now = engine.slots_by_kind();
+        if now != slots {
+            shrink_ns.push(took);
+            slots = now;
+        }
+    }
+    let wave_after = ip_slots(&engine);
+    shrink_ns.sort_unstable();
+    let shrink_p50_us = shrink_ns.get(shrink_ns.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
+    let shrink_max_us = shrink_ns.last().copied().unwrap_or(0) as f64 / 1000.0;
     let dq = |p: f64| during[((during.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let per_million = (after.saturating_sub(before)) as f64 / entities as f64 * 1e6 / (1u64 << 20) as f64;
@@ -380,6 +414,14 @@ fn main() {
         growth_ns.len(),
         growth_p50_us,
         growth_max_us
+    );
+    println!(
+        "  expiry wave: address table {} to {} slots; {} halving phases began or ended, those updates p50 {:.1} us, max {:.0} us",
+        wave_before,
+        wave_after,
+        shrink_ns.len(),
+        shrink_p50_us,
+        shrink_max_us
     );
     println!(
         "  state memory: {:.0} MiB resident for {} entities = {:.0} MiB per million entities",
@@ -418,6 +460,11 @@ fn main() {
         "growth_events": growth_ns.len(),
         "growth_p50_us": growth_p50_us,
         "growth_max_us": growth_max_us,
+        "wave_ip_slots_before": wave_before,
+        "wave_ip_slots_after": wave_after,
+        "shrink_events": shrink_ns.len(),
+        "shrink_p50_us": shrink_p50_us,
+        "shrink_max_us": shrink_max_us,
         "state_mib": (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
         "mib_per_million_entities": per_million,
         "snapshot_mib": snapshot.len() as f64 / (1u64 << 20) as f64,

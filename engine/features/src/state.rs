@@ -528,7 +528,8 @@ impl FeatureEngine {
     }
 
     /// Slots allocated per entity kind's table: a table holds at most 3/4
-    /// as many entities, and while it grows both its arrays count.
+    /// as many entities, and while it doubles or halves both its arrays
+    /// count.
     pub fn slots_by_kind(&self) -> Vec<(EntityKind, usize)> {
         self.tables.iter().map(|t| (t.entity, t.map.capacity())).collect()
     }

@@ -22,6 +22,11 @@
 //!    probing it stays exact. The emptied arrays are freed on a helper
 //!    thread too.
 //!
+//! A large table that entries leave (an expiry wave) halves the same way,
+//! once fewer than 3/16 of its slots hold entries, so its memory follows
+//! its entities down as well as up. Halving arrays that inserts outgrow
+//! while they are made are given up.
+//!
 //! Slots are numbered for [`KeyTable::find`] and for walks over the table
 //! (a snapshot capture, `capture`): while moving, the previous arrays hold
 //! numbers `0..previous size` and the current ones follow, so an entry that
@@ -55,6 +60,9 @@ const OFF_THREAD_BYTES: usize = 1 << 20;
 /// Slots of the previous arrays emptied per growth step while moving (whole
 /// runs, so a step may go a little over).
 const MOVE_STEP: usize = 32;
+/// A table of more slots than this halves when fewer than 3/16 of them
+/// hold entries (it is then 3/8 full, as after doubling).
+const SHRINK_ABOVE: usize = 1024;
 
 /// Arrays of `size` empty slots, every page written (`vec![0; n]` would
 /// leave the keys' pages to be faulted in by their first writer).
@@ -149,6 +157,14 @@ fn take_at<V>(
         }
     }
     out
+}
+
+/// Drops arrays no longer used, on a helper thread when they are large
+/// (freeing takes a while too; a failed spawn drops them here).
+fn free<V: Send + 'static>(keys: Vec<u128>, vals: Vec<Option<V>>) {
+    if off_thread::<V>(keys.len()) {
+        let _ = std::thread::Builder::new().name("riskd-table-free".into()).spawn(move || drop((keys, vals)));
+    }
 }
 
 fn empty_vals<V>(n: usize) -> Vec<Option<V>> {
@@ -311,6 +327,12 @@ impl<V: Send + 'static> KeyTable<V> {
             Some(Growth::Making { made, size }) => {
                 // A helper that failed (it only allocates) is made up for here.
                 let (keys, vals) = made.join().unwrap_or_else(|_| make_arrays(size));
+                if (self.len + 1) * 4 > size * 3 {
+                    // Halving arrays that inserts outgrew while they were
+                    // made: given up (a later removal may try again).
+                    free(keys, vals);
+                    return;
+                }
                 self.start_moving(keys, vals);
             }
             other => self.growth = other,
@@ -356,13 +378,18 @@ impl<V: Send + 'static> KeyTable<V> {
         if *done == size {
             // The previous numbers are gone: the current ones start at 0.
             if let Some(Growth::Moving { keys, vals, .. }) = self.growth.take() {
-                if off_thread::<V>(size) {
-                    // Freeing takes a while too; a failed spawn drops them here.
-                    let _ =
-                        std::thread::Builder::new().name("riskd-table-free".into()).spawn(move || drop((keys, vals)));
-                }
+                free(keys, vals);
             }
             self.walk = self.walk.saturating_sub(base);
+        }
+    }
+
+    /// Starts halving the table when it is large and fewer than 3/16 of
+    /// its slots hold entries (after an expiry wave), the way it grows.
+    fn shrink_if_sparse(&mut self) {
+        let cap = self.keys.len();
+        if self.growth.is_none() && cap > SHRINK_ABOVE && self.len * 16 < cap * 3 {
+            self.begin_growth(cap / 2);
         }
     }
 
@@ -383,6 +410,7 @@ impl<V: Send + 'static> KeyTable<V> {
         let (keys, vals, i, base) = self.arrays_mut(slot);
         let out = take_at(keys, vals, i, base, walk, &mut moved);
         self.len -= 1;
+        self.shrink_if_sparse();
         out
     }
 
@@ -569,22 +597,110 @@ mod tests {
         assert_eq!(t.at(slot), &7);
     }
 
-    /// A walk over the slot numbers while the table changes and grows
-    /// (a snapshot capture's): every entry there at its start is reached,
-    /// by the walk itself or by being reported as moved behind it, or is
-    /// seen before it is removed.
+    /// Whether the table is moving into smaller arrays.
+    fn shrinking(t: &KeyTable<u64>) -> bool {
+        matches!(&t.growth, Some(super::Growth::Moving { keys, .. }) if keys.len() > t.keys.len())
+    }
+
+    /// An expiry wave: most entries leave (a few arrive), and the table
+    /// halves, again and again, while it stays exactly a map.
+    #[test]
+    fn shrinks_as_entries_leave_and_stays_a_hash_map() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let mut t: KeyTable<u64> = KeyTable::default();
+        let mut m: HashMap<u128, u64> = HashMap::new();
+        let mut keys: Vec<u128> = Vec::new();
+        for i in 0..60_000u64 {
+            let key = u128::from(rng.gen::<u64>()) << 64 | u128::from(rng.gen_range(0..4u8));
+            t.insert(key, i);
+            m.insert(key, i);
+            keys.push(key);
+        }
+        let peak = t.capacity();
+        let (mut checked, mut halvings, mut last) = (0, 0, t.keys.len());
+        let mut step = 0u64;
+        while keys.len() > 200 {
+            step += 1;
+            match rng.gen_range(0..10) {
+                0 => {
+                    let key = u128::from(rng.gen::<u64>()) << 64;
+                    t.insert(key, step);
+                    m.insert(key, step);
+                    keys.push(key);
+                }
+                // The engine steps every table on every event; here, early
+                // on, removals outrun the moving (only inserts step it).
+                1..=4 if keys.len() < 8_000 => t.step(),
+                _ => {
+                    let key = keys.swap_remove(rng.gen_range(0..keys.len()));
+                    assert_eq!(t.remove(&key), m.remove(&key), "step {step}");
+                }
+            }
+            assert_eq!(t.len(), m.len());
+            if t.keys.len() < last {
+                halvings += 1;
+            }
+            last = t.keys.len();
+            if step.is_multiple_of(4999) || (t.growth.is_some() && step.is_multiple_of(13)) {
+                checked += usize::from(shrinking(&t));
+                for (k, v) in &m {
+                    assert_eq!(t.find(*k).map(|i| t.at(i)), Some(v), "step {step}");
+                }
+                assert_eq!(by_slots(&mut t), m, "step {step}");
+            }
+        }
+        while t.growth.is_some() {
+            t.step();
+        }
+        assert_eq!(by_slots(&mut t), m);
+        assert!(halvings >= 5, "the table halved {halvings} times");
+        assert!(checked >= 20, "{checked} checks while moving into smaller arrays");
+        assert!(t.capacity() <= 2 * super::SHRINK_ABOVE, "{} slots left of {peak}", t.capacity());
+        assert!(t.len() * 16 >= t.keys.len() * 3 || t.keys.len() <= super::SHRINK_ABOVE);
+    }
+
+    /// Halving arrays that inserts outgrow while they are made are given
+    /// up, and the table carries on whole.
+    #[test]
+    fn a_halving_outgrown_while_made_is_given_up() {
+        let mut t: KeyTable<u64> = KeyTable::default();
+        let mut m: HashMap<u128, u64> = HashMap::new();
+        for i in 1..=3000u64 {
+            t.insert(u128::from(i) << 64, i);
+            m.insert(u128::from(i) << 64, i);
+        }
+        while t.growth.is_some() {
+            t.step();
+        }
+        // 4,096 slots; arrays of 1,024 cannot take 3,000 entries.
+        assert_eq!(t.keys.len(), 4096);
+        let made = std::thread::spawn(|| super::make_arrays::<u64>(1024));
+        t.growth = Some(super::Growth::Making { made, size: 1024 });
+        t.finish_making();
+        assert!(t.growth.is_none());
+        assert_eq!(t.keys.len(), 4096);
+        assert_eq!(by_slots(&mut t), m);
+    }
+
+    /// A walk over the slot numbers while the table changes, grows and
+    /// shrinks (a snapshot capture's): every entry there at its start is
+    /// reached, by the walk itself or by being reported as moved behind it,
+    /// or is seen before it is removed.
     #[test]
     fn a_walk_reaches_every_entry_while_the_table_grows() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        let mut grown = 0;
-        for round in 0..20 {
+        let (mut grown, mut shrunk) = (0, 0);
+        for round in 0..30 {
+            // Rounds from 20 on remove far more than they insert.
+            let wave = round >= 20;
             let mut t: KeyTable<u64> = KeyTable::default();
             let mut next_key = 1u128;
             let mut fresh = |rng: &mut rand_chacha::ChaCha8Rng| {
                 next_key += 1;
                 next_key << 64 | u128::from(rng.gen_range(0..4u8))
             };
-            for _ in 0..rng.gen_range(100..3000) {
+            // A wave starts from 4,096 slots, 3/8 to 5/8 full.
+            for _ in 0..if wave { rng.gen_range(1600..2500) } else { rng.gen_range(100..3000) } {
                 let k = fresh(&mut rng);
                 t.insert(k, 0);
             }
@@ -596,8 +712,12 @@ mod tests {
             while t.walk < t.capacity() {
                 steps += 1;
                 grown += usize::from(matches!(t.growth, Some(super::Growth::Moving { .. })));
-                match rng.gen_range(0..10) {
-                    // Mostly inserts, so the table grows during the walk.
+                shrunk += usize::from(shrinking(&t));
+                let op = rng.gen_range(0..10);
+                // Mostly inserts, so the table grows during the walk; in a
+                // wave mostly removals, so it shrinks.
+                let op = if wave { [5, 6, 5, 6, 5, 0, 6, 7, 8, 9][op] } else { op };
+                match op {
                     0..=4 => {
                         let k = fresh(&mut rng);
                         t.insert(k, 1);
@@ -615,7 +735,7 @@ mod tests {
                         // A few slots at a time, as a capture's step walks;
                         // faster in some rounds, so that the walk is in the
                         // larger arrays while entries still move there.
-                        for _ in 0..[8, 64, 512][round % 3] {
+                        for _ in 0..if wave { 4 } else { [8, 64, 512][round % 3] } {
                             let slot = t.walk;
                             if let Some((k, _)) = t.slot_mut(slot) {
                                 reached.insert(k);
@@ -629,6 +749,7 @@ mod tests {
             assert_eq!(missed, 0, "round {round}: {missed} of {} entries missed in {steps} steps", at_start.len());
         }
         assert!(grown > 100, "the walks saw entries moving between arrays in {grown} steps only");
+        assert!(shrunk > 100, "the walks saw entries moving into smaller arrays in {shrunk} steps only");
     }
 
     #[test]

@@ -489,6 +489,31 @@ fn a_full_window_drops_its_oldest_points() {
     assert_eq!(engine.stats().dropped_points, 3 * 10 + 1);
 }
 
+/// After an expiry wave a table gives its slots back: 6,000 devices seen,
+/// then a day later one device's events expire them all, and the device
+/// table halves until it is small again, its feature still exact.
+#[test]
+fn tables_shrink_after_an_expiry_wave() {
+    let text = "[[feature]]\nname = \"device.logins_1h\"\nentity = \"device\"\nevents = [\"login\"]\nagg = \"count\"\nwindow = \"1h\"\n";
+    let mut engine = FeatureEngine::new(set(text), [4; 16]);
+    let mut fv = FeatureVector::default();
+    let t0 = 1_700_000_000_000;
+    for i in 0..6000u32 {
+        engine.update(&event(i as usize, t0 + i64::from(i), i, Some(i), None, 0, 1), &mut fv);
+    }
+    let slots = |e: &FeatureEngine| e.slots_by_kind()[0].1;
+    let peak = slots(&engine);
+    assert!(peak >= 8192, "{peak} slots for 6,000 devices");
+    let later = t0 + 26 * 3_600_000;
+    for i in 0..3000usize {
+        engine.update(&event(i, later + i as i64 * 1000, 1, Some(7), None, 0, 1), &mut fv);
+        let held = (i + 1).min(3600) as f64;
+        assert_eq!(fv.0, [held], "event {i} a day later");
+    }
+    assert_eq!(engine.entity_count(), 1, "every other device expired");
+    assert!(slots(&engine) <= 2048, "{} slots left of {peak}", slots(&engine));
+}
+
 /// The slots each entity table reports (`slots_by_kind`, the
 /// `risk_feature_table_slots` gauge) hold its entities with room to spare
 /// while the tables grow: at most 15/16 of the current arrays are ever
