@@ -346,6 +346,34 @@ async fn a_killed_engine_resumes_from_its_checkpoint_as_if_uninterrupted() {
             break;
         }
     }
+    // The feature-state gauges, as the latest checkpoint (every 100 ms)
+    // published them: every entity kind has both, user entities are among
+    // the users the inputs name, and no table is fuller than 15/16.
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = http_get(&http2, "/metrics");
+    let gauge = |name: &str| -> HashMap<String, f64> {
+        let prefix = format!("{name}{{entity=\"");
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (entity, value) = rest.split_once("\"} ")?;
+                Some((entity.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let (entities, slots) = (gauge("risk_feature_entities"), gauge("risk_feature_table_slots"));
+    let users: HashSet<String> =
+        lines.iter().filter_map(|l| decoder.decode(l).ok()).map(|e| e.entities.user_id.to_string()).collect();
+    let held = entities.get("user").copied().unwrap_or(0.0);
+    assert!(held > 0.0 && held <= users.len() as f64, "{held} user entities for {} users:\n{metrics}", users.len());
+    assert_eq!(entities.keys().collect::<HashSet<_>>(), slots.keys().collect::<HashSet<_>>(), "{metrics}");
+    for (kind, n) in &entities {
+        // A power of two, or three times one while the table resizes.
+        let s = slots[kind] as usize;
+        assert!(s.is_power_of_two() || (s % 3 == 0 && (s / 3).is_power_of_two()), "{kind}: {s} slots");
+        assert!(*n as usize * 16 <= s * 15, "{kind}: {n} entities in {s} slots");
+    }
     assert!(sigterm(&mut second).success());
     let missing: Vec<&String> = event_ids.iter().filter(|e| !by_event.contains_key(*e)).collect();
     assert!(missing.is_empty(), "{} inputs have no decision, e.g. {:?}", missing.len(), missing.first());
