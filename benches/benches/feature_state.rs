@@ -327,6 +327,7 @@ fn main() {
     let populate_secs = t.elapsed().as_secs_f64();
     let after = rss_bytes();
     let entities = engine.entity_count();
+    let by_kind = engine.entities_by_kind();
 
     // Timed: events one by one against the populated state (event built outside the timing).
     let timed = 1_000_000;
@@ -395,7 +396,7 @@ fn main() {
     let dq = |p: f64| during[((during.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let per_million = (after.saturating_sub(before)) as f64 / entities as f64 * 1e6 / (1u64 << 20) as f64;
-    println!("feature_state: 30 features, {} entities ({:?})", entities, engine.entities_by_kind());
+    println!("feature_state: 30 features, {} entities ({:?})", entities, by_kind);
     println!(
         "  populate: {} events in {:.2} s ({:.0} events/s)",
         populate,
@@ -449,7 +450,7 @@ fn main() {
         "features": set.len(),
         "users": users,
         "entities": entities,
-        "entities_by_kind": engine.entities_by_kind().iter().map(|(k, n)| (k.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+        "entities_by_kind": by_kind.iter().map(|(k, n)| (k.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
         "populate_events": populate,
         "populate_events_per_s": populate as f64 / populate_secs,
         "timed_events": timed,
