@@ -286,6 +286,39 @@ impl Workload {
     }
 }
 
+/// The updates during which an entity table began or ended a growth or
+/// shrink phase (its slot count changed), timed: resizing is spread over
+/// many events, and none of them should stall.
+struct Resizes {
+    slots: Vec<(EntityKind, usize)>,
+    ns: Vec<u64>,
+}
+
+impl Resizes {
+    fn new(engine: &FeatureEngine) -> Self {
+        Resizes { slots: engine.slots_by_kind(), ns: Vec::new() }
+    }
+
+    /// Updates with `ev`, keeping the time if a table's slot count changed.
+    fn update(&mut self, engine: &mut FeatureEngine, ev: &Event, fv: &mut FeatureVector) {
+        let t = Instant::now();
+        engine.update(ev, fv);
+        let took = t.elapsed().as_nanos() as u64;
+        let now = engine.slots_by_kind();
+        if now != self.slots {
+            self.ns.push(took);
+            self.slots = now;
+        }
+    }
+
+    /// How many, and their median and slowest, in us.
+    fn summary(mut self) -> (usize, f64, f64) {
+        self.ns.sort_unstable();
+        let us = |ns: Option<&u64>| ns.copied().unwrap_or(0) as f64 / 1000.0;
+        (self.ns.len(), us(self.ns.get(self.ns.len() / 2)), us(self.ns.last()))
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("feature_state: benchmark");
@@ -306,24 +339,12 @@ fn main() {
     let per_user: u64 = std::env::var("RISKD_BENCH_EVENTS_PER_USER").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let populate = u64::from(users) * per_user;
     // Timed too, for the updates during which an entity table started or
-    // finished growing (its slot count changed): growth is spread over
-    // many events, and none of them should stall.
-    let mut growth_ns: Vec<u64> = Vec::new();
-    let mut slots = engine.slots_by_kind();
+    // finished growing.
+    let mut growth = Resizes::new(&engine);
     for _ in 0..populate {
-        let ev = w.next();
-        let t = Instant::now();
-        engine.update(&ev, &mut fv);
-        let took = t.elapsed().as_nanos() as u64;
-        let now = engine.slots_by_kind();
-        if now != slots {
-            growth_ns.push(took);
-            slots = now;
-        }
+        growth.update(&mut engine, &w.next(), &mut fv);
     }
-    growth_ns.sort_unstable();
-    let growth_p50_us = growth_ns.get(growth_ns.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
-    let growth_max_us = growth_ns.last().copied().unwrap_or(0) as f64 / 1000.0;
+    let (growth_events, growth_p50_us, growth_max_us) = growth.summary();
     let populate_secs = t.elapsed().as_secs_f64();
     let after = rss_bytes();
     let entities = engine.entity_count();
@@ -376,23 +397,12 @@ fn main() {
         clock: w.clock + 31 * 86_400_000,
         n: 0,
     };
-    let mut shrink_ns: Vec<u64> = Vec::new();
-    let mut slots = engine.slots_by_kind();
+    let mut shrink = Resizes::new(&engine);
     for _ in 0..100_000 {
-        let ev = wave.next();
-        let t = Instant::now();
-        engine.update(&ev, &mut fv);
-        let took = t.elapsed().as_nanos() as u64;
-        let now = engine.slots_by_kind();
-        if now != slots {
-            shrink_ns.push(took);
-            slots = now;
-        }
+        shrink.update(&mut engine, &wave.next(), &mut fv);
     }
     let wave_after = ip_slots(&engine);
-    shrink_ns.sort_unstable();
-    let shrink_p50_us = shrink_ns.get(shrink_ns.len() / 2).copied().unwrap_or(0) as f64 / 1000.0;
-    let shrink_max_us = shrink_ns.last().copied().unwrap_or(0) as f64 / 1000.0;
+    let (shrink_events, shrink_p50_us, shrink_max_us) = shrink.summary();
     let dq = |p: f64| during[((during.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let per_million = (after.saturating_sub(before)) as f64 / entities as f64 * 1e6 / (1u64 << 20) as f64;
@@ -412,15 +422,13 @@ fn main() {
     );
     println!(
         "  entity tables: {} growth phases began or ended during populate; those updates p50 {:.1} us, max {:.0} us",
-        growth_ns.len(),
-        growth_p50_us,
-        growth_max_us
+        growth_events, growth_p50_us, growth_max_us
     );
     println!(
         "  expiry wave: address table {} to {} slots; {} halving phases began or ended, those updates p50 {:.1} us, max {:.0} us",
         wave_before,
         wave_after,
-        shrink_ns.len(),
+        shrink_events,
         shrink_p50_us,
         shrink_max_us
     );
@@ -458,12 +466,12 @@ fn main() {
         "p99_us": q(0.99),
         "p999_us": q(0.999),
         "max_us": q(1.0),
-        "growth_events": growth_ns.len(),
+        "growth_events": growth_events,
         "growth_p50_us": growth_p50_us,
         "growth_max_us": growth_max_us,
         "wave_ip_slots_before": wave_before,
         "wave_ip_slots_after": wave_after,
-        "shrink_events": shrink_ns.len(),
+        "shrink_events": shrink_events,
         "shrink_p50_us": shrink_p50_us,
         "shrink_max_us": shrink_max_us,
         "state_mib": (after.saturating_sub(before)) as f64 / (1u64 << 20) as f64,
