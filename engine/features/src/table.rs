@@ -687,7 +687,7 @@ mod tests {
     /// reached, by the walk itself or by being reported as moved behind it,
     /// or is seen before it is removed.
     #[test]
-    fn a_walk_reaches_every_entry_while_the_table_grows() {
+    fn a_walk_reaches_every_entry_while_the_table_grows_and_shrinks() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let (mut grown, mut shrunk) = (0, 0);
         for round in 0..30 {
