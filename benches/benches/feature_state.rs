@@ -304,10 +304,10 @@ impl Resizes {
         let t = Instant::now();
         engine.update(ev, fv);
         let took = t.elapsed().as_nanos() as u64;
-        let now = engine.slots_by_kind();
-        if now != self.slots {
+        if !engine.table_slots().eq(self.slots.iter().copied()) {
             self.ns.push(took);
-            self.slots = now;
+            self.slots.clear();
+            self.slots.extend(engine.table_slots());
         }
     }
 

@@ -531,7 +531,13 @@ impl FeatureEngine {
     /// as many entities, and while it doubles or halves both its arrays
     /// count.
     pub fn slots_by_kind(&self) -> Vec<(EntityKind, usize)> {
-        self.tables.iter().map(|t| (t.entity, t.map.capacity())).collect()
+        self.table_slots().collect()
+    }
+
+    /// [`FeatureEngine::slots_by_kind`] without collecting it, for a
+    /// caller that checks it after every event.
+    pub fn table_slots(&self) -> impl Iterator<Item = (EntityKind, usize)> + '_ {
+        self.tables.iter().map(|t| (t.entity, t.map.capacity()))
     }
 
     /// Events that arrived later than the allowed lateness.
