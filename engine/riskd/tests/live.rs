@@ -64,6 +64,63 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// `riskd serve` checkpointing every 100 ms into the state directory,
+    /// its decisions carrying their feature values.
+    fn serve_checkpointing(&self, http: &str) -> Command {
+        let mut c = self.riskd();
+        c.arg("serve")
+            .env("RISKD_HTTP_LISTEN", http)
+            .env("RISKD_ENGINE_CHECKPOINT_INTERVAL_MS", "100")
+            .env("RISKD_ENGINE_INCLUDE_FEATURES", "true")
+            .stdout(Stdio::null());
+        c
+    }
+}
+
+trait SpawnEngine {
+    fn spawn_engine(&mut self) -> Engine;
+}
+
+impl SpawnEngine for Command {
+    fn spawn_engine(&mut self) -> Engine {
+        Engine(self.spawn().expect("start riskd serve"))
+    }
+}
+
+fn free_addr() -> String {
+    format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap())
+}
+
+/// What the checkpoint tests restart over: 3,000 inputs of the sample
+/// stream and the bad ones, produced one by one to a one-partition input
+/// (so an uninterrupted run is a file replay in the same order), with the
+/// ids of the events and users among them by the engine's own decoder.
+struct Stream {
+    lines: Vec<Vec<u8>>,
+    event_ids: HashSet<String>,
+    users: HashSet<String>,
+    bad_inputs: usize,
+}
+
+impl Stream {
+    async fn produce(s: &Setup) -> Stream {
+        create_topics(&s.brokers, &[(&s.input, 1), (&s.decisions, 3), (&s.dead, 1)]).await;
+        let (lines, _) = inputs(3000);
+        produce_one_by_one(&s.brokers, &s.input, &lines, user_key).await;
+        let decoder = riskd_core::Decoder::new(
+            riskd_core::Limits::default(),
+            riskd_core::KeyRing::load(&s.dir.path().join("keys.toml")).unwrap(),
+        );
+        let events: Vec<riskd_core::Event> = lines.iter().filter_map(|l| decoder.decode(l).ok()).collect();
+        let event_ids: HashSet<String> = events.iter().map(|e| e.id.to_string()).collect();
+        let users: HashSet<String> = events.iter().map(|e| e.entities.user_id.to_string()).collect();
+        let bad_inputs = lines.len() - event_ids.len();
+        assert!(bad_inputs >= 4, "the stream includes bad inputs");
+        Stream { lines, event_ids, users, bad_inputs }
+    }
+}
+
 /// A running `riskd serve`, killed if a failing test leaves it behind.
 struct Engine(Child);
 
@@ -274,38 +331,10 @@ async fn serve_decides_every_input_once_and_matches_replay() {
 async fn a_killed_engine_resumes_from_its_checkpoint_as_if_uninterrupted() {
     let broker = start_broker();
     let s = Setup::new(broker.bootstrap());
-    // One input partition, so an uninterrupted run is a file replay in the same order.
-    create_topics(&s.brokers, &[(&s.input, 1), (&s.decisions, 3), (&s.dead, 1)]).await;
-    let (lines, _) = inputs(3000);
-    produce_one_by_one(&s.brokers, &s.input, &lines, user_key).await;
-    // What each input must become, by the engine's own decoder.
-    let decoder = riskd_core::Decoder::new(
-        riskd_core::Limits::default(),
-        riskd_core::KeyRing::load(&s.dir.path().join("keys.toml")).unwrap(),
-    );
-    let event_ids: HashSet<String> =
-        lines.iter().filter_map(|l| decoder.decode(l).ok()).map(|e| e.id.to_string()).collect();
-    let bad_inputs = lines.len() - event_ids.len();
-    assert!(bad_inputs >= 4, "the stream includes bad inputs");
-
+    let Stream { lines, event_ids, users, bad_inputs } = Stream::produce(&s).await;
     let state_dir = s.dir.path().join("state");
-    let serve = |http: &str| {
-        Engine(
-            s.riskd()
-                .arg("serve")
-                .env("RISKD_HTTP_LISTEN", http)
-                .env("RISKD_ENGINE_STATE_DIR", &state_dir)
-                .env("RISKD_ENGINE_CHECKPOINT_INTERVAL_MS", "100")
-                .env("RISKD_ENGINE_INCLUDE_FEATURES", "true")
-                // Slow the first run down so the kill lands mid-stream.
-                .env("RISKD_KAFKA_MAX_IN_FLIGHT", "1")
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start riskd serve"),
-        )
-    };
-    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
-    let mut first = serve(&http);
+    // Slow the first run down so the kill lands mid-stream.
+    let mut first = s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1").spawn_engine();
     let some = collect(&s.brokers, &[&s.decisions], 3, 600, Duration::from_secs(180));
     assert!(some.len() >= 600, "engine made progress before the kill");
     assert!(state_dir.join("state.ckpt").exists(), "a checkpoint was written while serving");
@@ -314,24 +343,14 @@ async fn a_killed_engine_resumes_from_its_checkpoint_as_if_uninterrupted() {
     let before_restart = collect(&s.brokers, &[&s.decisions], 3, usize::MAX, Duration::from_secs(3)).len();
     assert!(before_restart < event_ids.len(), "the kill landed mid-stream ({before_restart} decisions)");
 
-    let http2 = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let http2 = free_addr();
     // tansu 0.6 does not expire a SIGKILLed member: it keeps the dead
     // member's partitions in the group. So the restarted engine joins under a
     // new group id; the checkpoint's offsets, not the group's committed ones,
     // say where it resumes. (On Apache Kafka the dead member expires after
     // session.timeout.ms and the same group can be kept.)
-    let mut second = Engine(
-        s.riskd()
-            .arg("serve")
-            .env("RISKD_HTTP_LISTEN", &http2)
-            .env("RISKD_KAFKA_GROUP_ID", format!("{}-restarted", s.group))
-            .env("RISKD_ENGINE_STATE_DIR", &state_dir)
-            .env("RISKD_ENGINE_CHECKPOINT_INTERVAL_MS", "100")
-            .env("RISKD_ENGINE_INCLUDE_FEATURES", "true")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("restart riskd serve"),
-    );
+    let mut second =
+        s.serve_checkpointing(&http2).env("RISKD_KAFKA_GROUP_ID", format!("{}-restarted", s.group)).spawn_engine();
     // Collect until every input has a decision (duplicates are allowed).
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut by_event: HashMap<String, Vec<Decision>> = HashMap::new();
@@ -363,8 +382,6 @@ async fn a_killed_engine_resumes_from_its_checkpoint_as_if_uninterrupted() {
             .collect()
     };
     let (entities, slots) = (gauge("risk_feature_entities"), gauge("risk_feature_table_slots"));
-    let users: HashSet<String> =
-        lines.iter().filter_map(|l| decoder.decode(l).ok()).map(|e| e.entities.user_id.to_string()).collect();
     let held = entities.get("user").copied().unwrap_or(0.0);
     assert!(held > 0.0 && held <= users.len() as f64, "{held} user entities for {} users:\n{metrics}", users.len());
     assert_eq!(entities.keys().collect::<HashSet<_>>(), slots.keys().collect::<HashSet<_>>(), "{metrics}");
@@ -448,36 +465,11 @@ fn checkpoint_offset(path: &Path) -> i64 {
 async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing_twice() {
     let broker = start_broker();
     let s = Setup::new(broker.bootstrap());
-    create_topics(&s.brokers, &[(&s.input, 1), (&s.decisions, 3), (&s.dead, 1)]).await;
-    let (lines, _) = inputs(3000);
-    produce_one_by_one(&s.brokers, &s.input, &lines, user_key).await;
-    let decoder = riskd_core::Decoder::new(
-        riskd_core::Limits::default(),
-        riskd_core::KeyRing::load(&s.dir.path().join("keys.toml")).unwrap(),
-    );
-    let event_ids: HashSet<String> =
-        lines.iter().filter_map(|l| decoder.decode(l).ok()).map(|e| e.id.to_string()).collect();
-    let bad_inputs = lines.len() - event_ids.len();
-    assert!(bad_inputs >= 4, "the stream includes bad inputs");
-
+    let Stream { lines, event_ids, bad_inputs, .. } = Stream::produce(&s).await;
     let state_dir = s.dir.path().join("state");
-    let serve = |http: &str, slow: bool| {
-        let mut c = s.riskd();
-        c.arg("serve")
-            .env("RISKD_HTTP_LISTEN", http)
-            .env("RISKD_ENGINE_STATE_DIR", &state_dir)
-            .env("RISKD_ENGINE_CHECKPOINT_INTERVAL_MS", "100")
-            .env("RISKD_ENGINE_INCLUDE_FEATURES", "true")
-            .stdout(Stdio::null());
-        if slow {
-            c.env("RISKD_KAFKA_MAX_IN_FLIGHT", "1");
-        }
-        Engine(c.spawn().expect("start riskd serve"))
-    };
-    let free = || format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
     // The first run goes slowly (one output in flight), so it can be
     // stopped mid-stream.
-    let mut first = serve(&free(), true);
+    let mut first = s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1").spawn_engine();
     let early = collect(&s.brokers, &[&s.decisions], 3, 600, Duration::from_secs(180));
     assert!(early.len() >= 600, "engine made progress");
     let older = s.dir.path().join("older.ckpt");
@@ -497,7 +489,7 @@ async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing
     assert!(checkpoint_offset(&state_dir.join("state.ckpt")) >= published as i64, "the stop checkpointed");
     std::fs::copy(&older, state_dir.join("state.ckpt")).unwrap();
 
-    let mut second = serve(&free(), false);
+    let mut second = s.serve_checkpointing(&free_addr()).spawn_engine();
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut outputs = 0;
     while outputs < lines.len() && std::time::Instant::now() < deadline {
