@@ -388,8 +388,7 @@ fn main() {
     // address (the only kinds here without a lifetime feature) expires, and
     // the address table halves step by step; the updates during which a
     // halving began or ended are timed, like growth's.
-    let ip_slots =
-        |e: &FeatureEngine| e.slots_by_kind().into_iter().find(|(k, _)| *k == EntityKind::Ip).map_or(0, |(_, n)| n);
+    let ip_slots = |e: &FeatureEngine| e.table_slots().find(|(k, _)| *k == EntityKind::Ip).map_or(0, |(_, n)| n);
     let wave_before = ip_slots(&engine);
     let mut wave = Workload {
         rng: rand_chacha::ChaCha8Rng::seed_from_u64(7),

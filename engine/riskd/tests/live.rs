@@ -52,42 +52,28 @@ impl Setup {
         c
     }
 
-    fn serve(&self, http: &str) -> Engine {
-        Engine(
-            self.riskd()
-                .arg("serve")
-                .env("RISKD_HTTP_LISTEN", http)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start riskd serve"),
-        )
+    /// `riskd serve` with its operations port on `http`, not yet started
+    /// (a test adds its own settings, then [`Engine::start`]).
+    fn serve_command(&self, http: &str) -> Command {
+        let mut c = self.riskd();
+        c.arg("serve").env("RISKD_HTTP_LISTEN", http).stdout(Stdio::null());
+        c
     }
-}
 
-impl Setup {
+    fn serve(&self, http: &str) -> Engine {
+        Engine::start(&mut self.serve_command(http))
+    }
+
     /// `riskd serve` checkpointing every 100 ms into the state directory,
     /// its decisions carrying their feature values.
     fn serve_checkpointing(&self, http: &str) -> Command {
-        let mut c = self.riskd();
-        c.arg("serve")
-            .env("RISKD_HTTP_LISTEN", http)
-            .env("RISKD_ENGINE_CHECKPOINT_INTERVAL_MS", "100")
-            .env("RISKD_ENGINE_INCLUDE_FEATURES", "true")
-            .stdout(Stdio::null());
+        let mut c = self.serve_command(http);
+        c.env("RISKD_ENGINE_CHECKPOINT_INTERVAL_MS", "100").env("RISKD_ENGINE_INCLUDE_FEATURES", "true");
         c
     }
 }
 
-trait SpawnEngine {
-    fn spawn_engine(&mut self) -> Engine;
-}
-
-impl SpawnEngine for Command {
-    fn spawn_engine(&mut self) -> Engine {
-        Engine(self.spawn().expect("start riskd serve"))
-    }
-}
-
+/// A free local address for an engine's operations port.
 fn free_addr() -> String {
     format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap())
 }
@@ -123,6 +109,12 @@ impl Stream {
 
 /// A running `riskd serve`, killed if a failing test leaves it behind.
 struct Engine(Child);
+
+impl Engine {
+    fn start(serve: &mut Command) -> Engine {
+        Engine(serve.spawn().expect("start riskd serve"))
+    }
+}
 
 impl Drop for Engine {
     fn drop(&mut self) {
@@ -207,7 +199,7 @@ async fn serve_decides_every_input_once_and_matches_replay() {
     let (lines, hostile) = inputs(1500);
     produce(&s.brokers, &s.input, &lines, user_key).await;
 
-    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
+    let http = free_addr();
     let mut serve = s.serve(&http);
     let outputs = collect(&s.brokers, &[&s.decisions, &s.dead], 1, lines.len(), Duration::from_secs(180));
     wait_for_port(&http);
@@ -334,7 +326,7 @@ async fn a_killed_engine_resumes_from_its_checkpoint_as_if_uninterrupted() {
     let Stream { lines, event_ids, users, bad_inputs } = Stream::produce(&s).await;
     let state_dir = s.dir.path().join("state");
     // Slow the first run down so the kill lands mid-stream.
-    let mut first = s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1").spawn_engine();
+    let mut first = Engine::start(s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1"));
     let some = collect(&s.brokers, &[&s.decisions], 3, 600, Duration::from_secs(180));
     assert!(some.len() >= 600, "engine made progress before the kill");
     assert!(state_dir.join("state.ckpt").exists(), "a checkpoint was written while serving");
@@ -350,7 +342,7 @@ async fn a_killed_engine_resumes_from_its_checkpoint_as_if_uninterrupted() {
     // say where it resumes. (On Apache Kafka the dead member expires after
     // session.timeout.ms and the same group can be kept.)
     let mut second =
-        s.serve_checkpointing(&http2).env("RISKD_KAFKA_GROUP_ID", format!("{}-restarted", s.group)).spawn_engine();
+        Engine::start(s.serve_checkpointing(&http2).env("RISKD_KAFKA_GROUP_ID", format!("{}-restarted", s.group)));
     // Collect until every input has a decision (duplicates are allowed).
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut by_event: HashMap<String, Vec<Decision>> = HashMap::new();
@@ -443,6 +435,12 @@ fn uninterrupted(s: &Setup, lines: &[Vec<u8>]) -> Vec<Decision> {
     decisions
 }
 
+/// Decisions and dead letters on the output topics so far.
+fn outputs_so_far(s: &Setup) -> usize {
+    collect(&s.brokers, &[&s.decisions], 3, usize::MAX, Duration::from_secs(3)).len()
+        + collect(&s.brokers, &[&s.dead], 1, usize::MAX, Duration::from_secs(3)).len()
+}
+
 /// The input offset a checkpoint file reflects (its one input partition):
 /// the metadata JSON after the 16-byte head (`riskd_pipeline::checkpoint`).
 fn checkpoint_offset(path: &Path) -> i64 {
@@ -469,7 +467,7 @@ async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing
     let state_dir = s.dir.path().join("state");
     // The first run goes slowly (one output in flight), so it can be
     // stopped mid-stream.
-    let mut first = s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1").spawn_engine();
+    let mut first = Engine::start(s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1"));
     let early = collect(&s.brokers, &[&s.decisions], 3, 600, Duration::from_secs(180));
     assert!(early.len() >= 600, "engine made progress");
     let older = s.dir.path().join("older.ckpt");
@@ -479,8 +477,7 @@ async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing
     // SIGTERM: outputs in flight are drained, the group's offset committed,
     // and a last checkpoint written where the engine stopped.
     assert!(sigterm(&mut first).success());
-    let published = collect(&s.brokers, &[&s.decisions], 3, usize::MAX, Duration::from_secs(3)).len()
-        + collect(&s.brokers, &[&s.dead], 1, usize::MAX, Duration::from_secs(3)).len();
+    let published = outputs_so_far(&s);
     assert!(published < lines.len(), "the stop landed mid-stream ({published} outputs)");
     // One partition, every output acknowledged before the commit: the
     // committed offset is the number of outputs.
@@ -489,12 +486,11 @@ async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing
     assert!(checkpoint_offset(&state_dir.join("state.ckpt")) >= published as i64, "the stop checkpointed");
     std::fs::copy(&older, state_dir.join("state.ckpt")).unwrap();
 
-    let mut second = s.serve_checkpointing(&free_addr()).spawn_engine();
+    let mut second = Engine::start(&mut s.serve_checkpointing(&free_addr()));
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut outputs = 0;
     while outputs < lines.len() && std::time::Instant::now() < deadline {
-        outputs = collect(&s.brokers, &[&s.decisions], 3, usize::MAX, Duration::from_secs(2)).len()
-            + collect(&s.brokers, &[&s.dead], 1, usize::MAX, Duration::from_secs(1)).len();
+        outputs = outputs_so_far(&s);
     }
     // Time for any output published twice to arrive too.
     std::thread::sleep(Duration::from_secs(2));
@@ -550,16 +546,11 @@ async fn rules_reload_while_serving_without_losing_or_repeating_decisions() {
     let (a, rest) = lines.split_at(1000);
     let (b, c) = rest.split_at(1000);
 
-    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
-    let mut serve = Engine(
-        s.riskd()
-            .arg("serve")
-            .env("RISKD_HTTP_LISTEN", &http)
+    let http = free_addr();
+    let mut serve = Engine::start(
+        s.serve_command(&http)
             .env("RISKD_ENGINE_RULES_DIR", &rules)
-            .env("RISKD_ENGINE_RULES_RELOAD_INTERVAL_MS", "200")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .env("RISKD_ENGINE_RULES_RELOAD_INTERVAL_MS", "200"),
     );
     produce(&s.brokers, &s.input, a, user_key).await;
     let after_a = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len(), Duration::from_secs(120));
@@ -681,16 +672,9 @@ async fn models_hot_swap_while_serving_without_losing_or_repeating_decisions() {
     let lines = &lines[..lines.len() - hostile];
     let (a, rest) = lines.split_at(1000);
     let (b, c) = rest.split_at(1000);
-    let http = format!("127.0.0.1:{}", riskd_kafka::local_broker::free_port().unwrap());
-    let mut serve = Engine(
-        s.riskd()
-            .arg("serve")
-            .env("RISKD_HTTP_LISTEN", &http)
-            .env("RISKD_ENGINE_MODELS", &live)
-            .env("RISKD_ENGINE_MODELS_RELOAD_INTERVAL_MS", "200")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let http = free_addr();
+    let mut serve = Engine::start(
+        s.serve_command(&http).env("RISKD_ENGINE_MODELS", &live).env("RISKD_ENGINE_MODELS_RELOAD_INTERVAL_MS", "200"),
     );
     produce(&s.brokers, &s.input, a, user_key).await;
     let after_a = collect(&s.brokers, &[&s.decisions, &s.dead], 1, a.len(), Duration::from_secs(120));
