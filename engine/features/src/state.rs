@@ -222,6 +222,14 @@ impl Series {
         std::mem::discriminant(&self.state) == std::mem::discriminant(&Series::new(agg, window).state)
     }
 
+    /// Whether this is a first-seen series that has settled a time at or
+    /// before `t`: a point at `t` can then change no read (every read from
+    /// the watermark on is past the settled time), so it need not be kept.
+    #[inline]
+    fn first_seen_before(&self, t: i64) -> bool {
+        matches!(self.state, State::Oldest(Some(first)) if first <= t)
+    }
+
     /// Adds the event's point, if it counts, to a sliding window of `ms`,
     /// then reads the window at `t`, on one view of the points.
     #[allow(clippy::too_many_arguments)]
@@ -569,14 +577,10 @@ impl FeatureEngine {
         self.max_event_time = self.max_event_time.max(ev.time_ms);
         let watermark = self.max_event_time.saturating_sub(lateness);
         let t = ev.time_ms;
-        // Expiry first; then every entity's key and a prefetch of its slot,
-        // then one lookup each and a prefetch of its series, so the cache
-        // misses of an event's entities overlap.
-        for table in &mut self.tables {
-            // A growing entity table moves a little more.
-            table.map.step();
-            table.expire(watermark, &mut self.stats);
-        }
+        // Every entity's key and a prefetch of its slot first; then expiry,
+        // whose lookups miss the caches too, while those slots arrive; then
+        // one lookup each and a prefetch of its series, so the cache misses
+        // of an event's entities overlap.
         self.found.clear();
         self.hashed.clear();
         self.points.clear();
@@ -594,6 +598,11 @@ impl FeatureEngine {
                 None => entity_key(self.keys, kind, ev),
             };
             self.hashed.push((field, key.map(|k| k as u64 ^ (k >> 64) as u64)));
+        }
+        for table in &mut self.tables {
+            // A growing entity table moves a little more.
+            table.map.step();
+            table.expire(watermark, &mut self.stats);
         }
         for ((key, slot, _), table) in self.found.iter_mut().zip(&self.tables) {
             *slot = key.and_then(|k| table.map.find(k));
@@ -668,7 +677,7 @@ impl FeatureEngine {
                         s.slide(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
                     }
                     None => {
-                        if let Some(point) = point {
+                        if let Some(point) = point.filter(|_| !s.first_seen_before(t)) {
                             insert_lifetime(s, t, point, op.agg, watermark);
                         }
                         read_lifetime(s, t, point.is_some(), op.agg, &mut self.scratch)

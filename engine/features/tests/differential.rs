@@ -350,6 +350,25 @@ fn windowed_entities_expire_once_no_window_can_see_them() {
 }
 
 #[test]
+fn a_late_event_before_the_first_seen_time_moves_it_back() {
+    // Documented: an event later than the allowed lateness is still counted.
+    // First seen settles once the watermark passes it; an on-time event
+    // then leaves it alone, but a late one from before it moves it back.
+    let text = "[settings]\nallowed_lateness = \"1m\"\n[[feature]]\nname = \"user.first_seen_hours\"\nentity = \"user\"\nagg = \"first_seen\"\nunit = \"h\"\nwindow = \"lifetime\"\n";
+    let mut engine = FeatureEngine::new(set(text), [1; 16]);
+    let mut fv = FeatureVector::default();
+    let (t0, hour) = (1_700_000_000_000, 3_600_000);
+    for (i, h) in [10, 11, 12].into_iter().enumerate() {
+        engine.update(&event(i, t0 + h * hour, 1, None, None, 0, 1), &mut fv);
+        assert_eq!(fv.0, [(h - 10) as f64], "on time, {h} h");
+    }
+    assert!(engine.update(&event(3, t0 + 4 * hour, 1, None, None, 0, 1), &mut fv), "the event is late");
+    assert_eq!(fv.0, [0.0], "the late event is the first seen now");
+    engine.update(&event(4, t0 + 13 * hour, 1, None, None, 0, 1), &mut fv);
+    assert_eq!(fv.0, [9.0], "first seen at the late event's time");
+}
+
+#[test]
 fn the_entity_cap_evicts_the_least_recently_seen() {
     let text = "[settings]\nmax_entities = 3\n[[feature]]\nname = \"user.n\"\nentity = \"user\"\nagg = \"count\"\nwindow = \"lifetime\"\n";
     let mut engine = FeatureEngine::new(set(text), [1; 16]);
