@@ -808,6 +808,11 @@ fn prefetch_series(series: &[Series], points: &[Option<u64>]) {
         if let Some((first, last)) = s.points.heap_ptrs() {
             prefetch(first);
             prefetch(last);
+            if point.is_some() {
+                // Where an appended point goes: the next line when the last
+                // point ends one (a hint only: past the buffer, it is ignored).
+                prefetch(last.wrapping_add(std::mem::size_of::<(i64, u64)>()));
+            }
         }
         if let (State::Window { counts: Some(c), .. }, Some(v)) = (&s.state, point) {
             c.prefetch(*v);

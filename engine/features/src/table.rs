@@ -5,39 +5,40 @@
 //!
 //! Linear probing over a power-of-two array, at most 3/4 full, with
 //! backward-shift deletion (no tombstones). Key 0 marks an empty slot; the
-//! engine's keys are SipHash outputs, and a key of 0 is stored as 1.
+//! engine's keys are SipHash outputs, and a key of 0 is stored as 1. A slot
+//! holds the key and its value side by side in one 64-byte line, so finding
+//! an entity and reading it cost one cache miss, not two.
 //!
 //! The table grows a little at a time, so no single event pays for
 //! doubling it (rebuilding a table of a million entities at once stalled
 //! an event for tens of milliseconds, more the larger the table):
-//! 1. *making*: arrays twice the size are made (zeroed keys, empty values)
-//!    on a helper thread when they are large, so that the kernel faults
-//!    their pages in off the event loop (on fresh memory, a 2 MiB page can
-//!    take milliseconds); the current arrays stay in use meanwhile, up to
-//!    15/16 full;
-//! 2. *moving*: the larger arrays become current, and the previous ones are
-//!    emptied into them run by run (a run is a block of occupied slots
+//! 1. *making*: an array twice the size is made (empty slots) on a helper
+//!    thread when it is large, so that the kernel faults its pages in off
+//!    the event loop (on fresh memory, a 2 MiB page can take
+//!    milliseconds); the current array stays in use meanwhile, up to 15/16
+//!    full;
+//! 2. *moving*: the larger array becomes current, and the previous one is
+//!    emptied into it run by run (a run is a block of occupied slots
 //!    between empty ones), a few per operation. A key is looked for in
 //!    both. Whole runs move at once, so every run left behind is intact and
-//!    probing it stays exact. The emptied arrays are freed on a helper
+//!    probing it stays exact. The emptied array is freed on a helper
 //!    thread too.
 //!
 //! A large table that entries leave (an expiry wave) halves the same way,
 //! once fewer than 3/16 of its slots hold entries, so its memory follows
-//! its entities down as well as up. Halving arrays that inserts outgrow
-//! while they are made are given up.
+//! its entities down as well as up. A halving array that inserts outgrow
+//! while it is made is given up.
 //!
 //! Slots are numbered for [`KeyTable::find`] and for walks over the table
-//! (a snapshot capture, `capture`): while moving, the previous arrays hold
+//! (a snapshot capture, `capture`): while moving, the previous array holds
 //! numbers `0..previous size` and the current ones follow, so an entry that
 //! growth moves gets a number after every one it could have had before: a
-//! walk never misses it, and a walk starts over in the current arrays once
-//! the previous ones are dropped. An entry that a deletion's shift moves
+//! walk never misses it, and a walk starts over in the current array once
+//! the previous one is dropped. An entry that a deletion's shift moves
 //! behind the walk is reported to the caller's `moved` callback.
 
 pub(crate) struct KeyTable<V> {
-    keys: Vec<u128>,
-    vals: Vec<Option<V>>,
+    slots: Vec<Slot<V>>,
     len: usize,
     growth: Option<Growth<V>>,
     /// The slot number a walk over the table has reached (see the module doc).
@@ -45,41 +46,49 @@ pub(crate) struct KeyTable<V> {
 }
 
 enum Growth<V> {
-    /// The next arrays, of `size` slots, being made on a helper thread.
-    Making { made: std::thread::JoinHandle<Arrays<V>>, size: usize },
-    /// The previous arrays, being emptied into the current ones: `done`
+    /// The next array, of `size` slots, being made on a helper thread.
+    Making { made: std::thread::JoinHandle<Array<V>>, size: usize },
+    /// The previous array, being emptied into the current one: `done`
     /// slots from `start + 1` on (cyclically) are empty; `start` was empty
     /// when moving began and stays so, as nothing is inserted there.
-    Moving { keys: Vec<u128>, vals: Vec<Option<V>>, start: usize, done: usize },
+    Moving { slots: Vec<Slot<V>>, start: usize, done: usize },
 }
 
-type Arrays<V> = (Vec<u128>, Vec<Option<V>>);
+/// A key and its value side by side, so finding an entity and reading it
+/// cost one cache line (an entity's value fits in the line with its key).
+#[repr(C, align(64))]
+pub(crate) struct Slot<V> {
+    key: u128,
+    val: Option<V>,
+}
+
+type Array<V> = Vec<Slot<V>>;
+
+// An entity's key and value (40 bytes) share one cache line.
+const _: () = assert!(std::mem::size_of::<Slot<crate::state::Entity>>() == 64);
 
 /// Arrays at least this large (in bytes) are made and freed on a helper thread.
 const OFF_THREAD_BYTES: usize = 1 << 20;
-/// Slots of the previous arrays emptied per growth step while moving (whole
+/// Slots of the previous array emptied per growth step while moving (whole
 /// runs, so a step may go a little over).
 const MOVE_STEP: usize = 32;
 /// A table of more slots than this halves when fewer than 3/16 of them
 /// hold entries (it is then 3/8 full, as after doubling).
 const SHRINK_ABOVE: usize = 1024;
 
-/// Arrays of `size` empty slots, every page written (`vec![0; n]` would
-/// leave the keys' pages to be faulted in by their first writer).
-#[allow(clippy::slow_vector_initialization)]
-fn make_arrays<V>(size: usize) -> Arrays<V> {
-    let mut keys = Vec::with_capacity(size);
-    keys.resize(size, 0);
-    (keys, empty_vals(size))
+/// An array of `size` empty slots, every page written (so that its pages
+/// are faulted in here, not by their first writer).
+fn make_array<V>(size: usize) -> Array<V> {
+    (0..size).map(|_| Slot { key: 0, val: None }).collect()
 }
 
 fn off_thread<V>(size: usize) -> bool {
-    size * (std::mem::size_of::<u128>() + std::mem::size_of::<Option<V>>()) >= OFF_THREAD_BYTES
+    size * std::mem::size_of::<Slot<V>>() >= OFF_THREAD_BYTES
 }
 
 impl<V> Default for KeyTable<V> {
     fn default() -> Self {
-        KeyTable { keys: Vec::new(), vals: Vec::new(), len: 0, growth: None, walk: 0 }
+        KeyTable { slots: Vec::new(), len: 0, growth: None, walk: 0 }
     }
 }
 
@@ -99,11 +108,11 @@ fn home(key: u128, size: usize) -> usize {
 
 /// The slot holding `key`, or the empty slot that ends its probe.
 #[inline]
-fn probe(keys: &[u128], key: u128) -> Result<usize, usize> {
-    let mask = keys.len() - 1;
-    let mut i = home(key, keys.len());
+fn probe<V>(slots: &[Slot<V>], key: u128) -> Result<usize, usize> {
+    let mask = slots.len() - 1;
+    let mut i = home(key, slots.len());
     loop {
-        match keys[i] {
+        match slots[i].key {
             0 => return Err(i),
             k if k == key => return Ok(i),
             _ => i = (i + 1) & mask,
@@ -111,45 +120,43 @@ fn probe(keys: &[u128], key: u128) -> Result<usize, usize> {
     }
 }
 
-/// Puts a key that is not in the arrays into them; returns its slot.
-fn place<V>(keys: &mut [u128], vals: &mut [Option<V>], key: u128, val: Option<V>) -> usize {
-    let Err(i) = probe(keys, key) else { unreachable!("the key is not in the arrays") };
-    keys[i] = key;
-    vals[i] = val;
+/// Puts a key that is not in the array into it; returns its slot.
+fn place<V>(slots: &mut [Slot<V>], key: u128, val: Option<V>) -> usize {
+    let Err(i) = probe(slots, key) else { unreachable!("the key is not in the array") };
+    slots[i] = Slot { key, val };
     i
 }
 
 /// Empties slot `i` with a backward shift: later entries of its run move
 /// into the hole when their home lies at or before it. Slot numbers of
-/// these arrays start at `base`; `moved` hears of every entry shifted to a
+/// this array start at `base`; `moved` hears of every entry shifted to a
 /// number before `walk`.
 fn take_at<V>(
-    keys: &mut [u128],
-    vals: &mut [Option<V>],
+    slots: &mut [Slot<V>],
     mut i: usize,
     base: usize,
     walk: usize,
     moved: &mut impl FnMut(u128, &mut V),
 ) -> Option<V> {
-    let out = vals[i].take();
-    keys[i] = 0;
-    let mask = keys.len() - 1;
+    let out = slots[i].val.take();
+    slots[i].key = 0;
+    let mask = slots.len() - 1;
     let mut j = i;
     loop {
         j = (j + 1) & mask;
-        let k = keys[j];
+        let k = slots[j].key;
         if k == 0 {
             break;
         }
-        let h = home(k, keys.len());
+        let h = home(k, slots.len());
         // Is `h` cyclically outside (i, j]? Then the entry may move to i.
         let in_range = if i <= j { h > i && h <= j } else { h > i || h <= j };
         if !in_range {
-            keys[i] = k;
-            vals[i] = vals[j].take();
-            keys[j] = 0;
+            slots[i].key = k;
+            slots[i].val = slots[j].val.take();
+            slots[j].key = 0;
             if base + i < walk {
-                if let Some(v) = vals[i].as_mut() {
+                if let Some(v) = slots[i].val.as_mut() {
                     moved(k, v);
                 }
             }
@@ -159,16 +166,12 @@ fn take_at<V>(
     out
 }
 
-/// Drops arrays no longer used, on a helper thread when they are large
-/// (freeing takes a while too; a failed spawn drops them here).
-fn free<V: Send + 'static>(keys: Vec<u128>, vals: Vec<Option<V>>) {
-    if off_thread::<V>(keys.len()) {
-        let _ = std::thread::Builder::new().name("riskd-table-free".into()).spawn(move || drop((keys, vals)));
+/// Drops an array no longer used, on a helper thread when it is large
+/// (freeing takes a while too; a failed spawn drops it here).
+fn free<V: Send + 'static>(slots: Vec<Slot<V>>) {
+    if off_thread::<V>(slots.len()) {
+        let _ = std::thread::Builder::new().name("riskd-table-free".into()).spawn(move || drop(slots));
     }
-}
-
-fn empty_vals<V>(n: usize) -> Vec<Option<V>> {
-    (0..n).map(|_| None).collect()
 }
 
 impl<V: Send + 'static> KeyTable<V> {
@@ -176,11 +179,11 @@ impl<V: Send + 'static> KeyTable<V> {
         self.len
     }
 
-    /// The number of the current arrays' first slot.
+    /// The number of the current array's first slot.
     #[inline]
     fn base(&self) -> usize {
         match &self.growth {
-            Some(Growth::Moving { keys, .. }) => keys.len(),
+            Some(Growth::Moving { slots, .. }) => slots.len(),
             _ => 0,
         }
     }
@@ -189,15 +192,13 @@ impl<V: Send + 'static> KeyTable<V> {
     #[inline]
     pub fn prefetch(&self, key: u128) {
         let key = fix(key);
-        if !self.keys.is_empty() {
-            let i = home(key, self.keys.len());
-            crate::state::prefetch(&self.keys[i] as *const u128 as *const u8);
-            crate::state::prefetch(&self.vals[i] as *const Option<V> as *const u8);
+        if !self.slots.is_empty() {
+            let i = home(key, self.slots.len());
+            crate::state::prefetch(&self.slots[i] as *const Slot<V> as *const u8);
         }
-        if let Some(Growth::Moving { keys, vals, .. }) = &self.growth {
-            let i = home(key, keys.len());
-            crate::state::prefetch(&keys[i] as *const u128 as *const u8);
-            crate::state::prefetch(&vals[i] as *const Option<V> as *const u8);
+        if let Some(Growth::Moving { slots, .. }) = &self.growth {
+            let i = home(key, slots.len());
+            crate::state::prefetch(&slots[i] as *const Slot<V> as *const u8);
         }
     }
 
@@ -205,41 +206,41 @@ impl<V: Send + 'static> KeyTable<V> {
     #[inline]
     pub fn find(&self, key: u128) -> Option<usize> {
         let key = fix(key);
-        if !self.keys.is_empty() {
-            if let Ok(i) = probe(&self.keys, key) {
+        if !self.slots.is_empty() {
+            if let Ok(i) = probe(&self.slots, key) {
                 return Some(self.base() + i);
             }
         }
         match &self.growth {
-            Some(Growth::Moving { keys, .. }) => probe(keys, key).ok(),
+            Some(Growth::Moving { slots, .. }) => probe(slots, key).ok(),
             _ => None,
         }
     }
 
-    /// The arrays holding slot number `slot`, the slot's index in them, and
-    /// the number of their first slot.
+    /// The array holding slot number `slot`, the slot's index in it, and
+    /// the number of its first slot.
     #[inline]
-    fn arrays_mut(&mut self, slot: usize) -> (&mut [u128], &mut [Option<V>], usize, usize) {
+    fn arrays_mut(&mut self, slot: usize) -> (&mut [Slot<V>], usize, usize) {
         let base = self.base();
         match &mut self.growth {
-            Some(Growth::Moving { keys, vals, .. }) if slot < base => (keys, vals, slot, 0),
-            _ => (&mut self.keys, &mut self.vals, slot - base, base),
+            Some(Growth::Moving { slots, .. }) if slot < base => (slots, slot, 0),
+            _ => (&mut self.slots, slot - base, base),
         }
     }
 
     /// The value in a slot from [`KeyTable::find`] or [`KeyTable::insert`].
     #[inline]
     pub fn at_mut(&mut self, slot: usize) -> &mut V {
-        let (_, vals, i, _) = self.arrays_mut(slot);
-        vals[i].as_mut().expect("an occupied slot")
+        let (slots, i, _) = self.arrays_mut(slot);
+        slots[i].val.as_mut().expect("an occupied slot")
     }
 
     #[inline]
     pub fn at(&self, slot: usize) -> &V {
         let base = self.base();
         match &self.growth {
-            Some(Growth::Moving { vals, .. }) if slot < base => vals[slot].as_ref(),
-            _ => self.vals[slot - base].as_ref(),
+            Some(Growth::Moving { slots, .. }) if slot < base => slots[slot].val.as_ref(),
+            _ => self.slots[slot - base].val.as_ref(),
         }
         .expect("an occupied slot")
     }
@@ -249,13 +250,12 @@ impl<V: Send + 'static> KeyTable<V> {
     pub fn reserve(&mut self, n: usize) {
         self.finish_growth();
         let want = (self.len + n) * 4 / 3 + 1;
-        if want > self.keys.len() {
+        if want > self.slots.len() {
             let size = want.next_power_of_two().max(16);
-            let keys = std::mem::replace(&mut self.keys, vec![0; size]);
-            let vals = std::mem::replace(&mut self.vals, empty_vals(size));
-            for (k, v) in keys.into_iter().zip(vals) {
-                if k != 0 {
-                    place(&mut self.keys, &mut self.vals, k, v);
+            let slots = std::mem::replace(&mut self.slots, make_array(size));
+            for Slot { key, val } in slots {
+                if key != 0 {
+                    place(&mut self.slots, key, val);
                 }
             }
             self.walk = 0;
@@ -271,11 +271,10 @@ impl<V: Send + 'static> KeyTable<V> {
             return slot;
         }
         self.step();
-        if self.keys.is_empty() {
-            self.keys = vec![0; 16];
-            self.vals = empty_vals(16);
+        if self.slots.is_empty() {
+            self.slots = make_array(16);
         }
-        let cap = self.keys.len();
+        let cap = self.slots.len();
         match self.growth {
             None if (self.len + 1) * 4 > cap * 3 => self.begin_growth(2 * cap),
             Some(Growth::Making { .. }) if (self.len + 1) * 16 > cap * 15 => {
@@ -287,11 +286,11 @@ impl<V: Send + 'static> KeyTable<V> {
                 // Inserts outran the moving (a table starting small): finish
                 // it, then grow again.
                 self.finish_growth();
-                self.begin_growth(2 * self.keys.len());
+                self.begin_growth(2 * self.slots.len());
             }
             _ => {}
         }
-        let i = place(&mut self.keys, &mut self.vals, key, Some(val));
+        let i = place(&mut self.slots, key, Some(val));
         self.len += 1;
         self.base() + i
     }
@@ -307,44 +306,43 @@ impl<V: Send + 'static> KeyTable<V> {
         }
     }
 
-    /// Starts growing to `size` slots: makes the arrays on a helper thread
+    /// Starts growing to `size` slots: makes the array on a helper thread
     /// when they are large (and a thread can be had), at once otherwise.
     fn begin_growth(&mut self, size: usize) {
         if off_thread::<V>(size) {
-            let made = std::thread::Builder::new().name("riskd-table-grow".into()).spawn(move || make_arrays(size));
+            let made = std::thread::Builder::new().name("riskd-table-grow".into()).spawn(move || make_array(size));
             if let Ok(made) = made {
                 self.growth = Some(Growth::Making { made, size });
                 return;
             }
         }
-        let (keys, vals) = make_arrays(size);
-        self.start_moving(keys, vals);
+        let slots = make_array(size);
+        self.start_moving(slots);
     }
 
-    /// Waits for the arrays being made, then starts moving into them.
+    /// Waits for the array being made, then starts moving into it.
     fn finish_making(&mut self) {
         match self.growth.take() {
             Some(Growth::Making { made, size }) => {
                 // A helper that failed (it only allocates) is made up for here.
-                let (keys, vals) = made.join().unwrap_or_else(|_| make_arrays(size));
+                let slots = made.join().unwrap_or_else(|_| make_array(size));
                 if (self.len + 1) * 4 > size * 3 {
-                    // Halving arrays that inserts outgrew while they were
+                    // A halving array that inserts outgrew while it was
                     // made: given up (a later removal may try again).
-                    free(keys, vals);
+                    free(slots);
                     return;
                 }
-                self.start_moving(keys, vals);
+                self.start_moving(slots);
             }
             other => self.growth = other,
         }
     }
 
-    /// The new arrays become current; the previous ones are to be emptied.
-    fn start_moving(&mut self, keys: Vec<u128>, vals: Vec<Option<V>>) {
-        let keys = std::mem::replace(&mut self.keys, keys);
-        let vals = std::mem::replace(&mut self.vals, vals);
-        let start = keys.iter().position(|&k| k == 0).expect("a table is never full");
-        self.growth = Some(Growth::Moving { keys, vals, start, done: 0 });
+    /// The new array becomes current; the previous one is to be emptied.
+    fn start_moving(&mut self, slots: Vec<Slot<V>>) {
+        let slots = std::mem::replace(&mut self.slots, slots);
+        let start = slots.iter().position(|s| s.key == 0).expect("a table is never full");
+        self.growth = Some(Growth::Moving { slots, start, done: 0 });
     }
 
     fn finish_growth(&mut self) {
@@ -352,24 +350,24 @@ impl<V: Send + 'static> KeyTable<V> {
         self.move_runs(usize::MAX);
     }
 
-    /// Moves whole runs of the previous arrays into the current ones, about
-    /// `budget` slots' worth; drops the previous arrays once empty.
+    /// Moves whole runs of the previous array into the current one, about
+    /// `budget` slots' worth; drops the previous array once empty.
     fn move_runs(&mut self, budget: usize) {
-        let Some(Growth::Moving { keys, vals, start, done }) = &mut self.growth else { return };
-        let (size, base) = (keys.len(), keys.len());
+        let Some(Growth::Moving { slots, start, done }) = &mut self.growth else { return };
+        let (size, base) = (slots.len(), slots.len());
         let mask = size - 1;
         let mut n = 0;
         while n < budget && *done < size {
             let mut j = (*start + 1 + *done) & mask;
-            if keys[j] == 0 {
+            if slots[j].key == 0 {
                 *done += 1;
                 n += 1;
                 continue;
             }
             // A run starts here (the slot before it is empty, or emptied).
-            while keys[j] != 0 {
-                let k = std::mem::replace(&mut keys[j], 0);
-                place(&mut self.keys, &mut self.vals, k, vals[j].take());
+            while slots[j].key != 0 {
+                let k = std::mem::replace(&mut slots[j].key, 0);
+                place(&mut self.slots, k, slots[j].val.take());
                 *done += 1;
                 n += 1;
                 j = (j + 1) & mask;
@@ -377,8 +375,8 @@ impl<V: Send + 'static> KeyTable<V> {
         }
         if *done == size {
             // The previous numbers are gone: the current ones start at 0.
-            if let Some(Growth::Moving { keys, vals, .. }) = self.growth.take() {
-                free(keys, vals);
+            if let Some(Growth::Moving { slots, .. }) = self.growth.take() {
+                free(slots);
             }
             self.walk = self.walk.saturating_sub(base);
         }
@@ -387,7 +385,7 @@ impl<V: Send + 'static> KeyTable<V> {
     /// Starts halving the table when it is large and fewer than 3/16 of
     /// its slots hold entries (after an expiry wave), the way it grows.
     fn shrink_if_sparse(&mut self) {
-        let cap = self.keys.len();
+        let cap = self.slots.len();
         if self.growth.is_none() && cap > SHRINK_ABOVE && self.len * 16 < cap * 3 {
             self.begin_growth(cap / 2);
         }
@@ -399,7 +397,7 @@ impl<V: Send + 'static> KeyTable<V> {
 
     /// Number of slot numbers: both arrays' while moving.
     pub fn capacity(&self) -> usize {
-        self.base() + self.keys.len()
+        self.base() + self.slots.len()
     }
 
     /// Like [`KeyTable::remove`], calling `moved(key, value)` for every
@@ -407,8 +405,8 @@ impl<V: Send + 'static> KeyTable<V> {
     pub fn remove_tracking(&mut self, key: &u128, mut moved: impl FnMut(u128, &mut V)) -> Option<V> {
         let slot = self.find(*key)?;
         let walk = self.walk;
-        let (keys, vals, i, base) = self.arrays_mut(slot);
-        let out = take_at(keys, vals, i, base, walk, &mut moved);
+        let (slots, i, base) = self.arrays_mut(slot);
+        let out = take_at(slots, i, base, walk, &mut moved);
         self.len -= 1;
         self.shrink_if_sparse();
         out
@@ -417,22 +415,21 @@ impl<V: Send + 'static> KeyTable<V> {
     /// The key and value in a slot, if occupied.
     #[inline]
     pub fn slot_mut(&mut self, slot: usize) -> Option<(u128, &mut V)> {
-        let (keys, vals, i, _) = self.arrays_mut(slot);
-        let k = *keys.get(i)?;
-        vals[i].as_mut().map(|v| (k, v))
+        let (slots, i, _) = self.arrays_mut(slot);
+        let Slot { key, val } = slots.get_mut(i)?;
+        val.as_mut().map(|v| (*key, v))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u128, &V)> {
         let previous = match &self.growth {
-            Some(Growth::Moving { keys, vals, .. }) => Some(keys.iter().zip(vals)),
+            Some(Growth::Moving { slots, .. }) => Some(slots.iter()),
             _ => None,
         };
-        self.keys
+        self.slots
             .iter()
-            .zip(&self.vals)
             .chain(previous.into_iter().flatten())
-            .filter(|(k, _)| **k != 0)
-            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+            .filter(|s| s.key != 0)
+            .filter_map(|s| s.val.as_ref().map(|v| (s.key, v)))
     }
 }
 
@@ -599,7 +596,7 @@ mod tests {
 
     /// Whether the table is moving into smaller arrays.
     fn shrinking(t: &KeyTable<u64>) -> bool {
-        matches!(&t.growth, Some(super::Growth::Moving { keys, .. }) if keys.len() > t.keys.len())
+        matches!(&t.growth, Some(super::Growth::Moving { slots, .. }) if slots.len() > t.slots.len())
     }
 
     /// An expiry wave: most entries leave (a few arrive), and the table
@@ -617,7 +614,7 @@ mod tests {
             keys.push(key);
         }
         let peak = t.capacity();
-        let (mut checked, mut halvings, mut last) = (0, 0, t.keys.len());
+        let (mut checked, mut halvings, mut last) = (0, 0, t.slots.len());
         let mut step = 0u64;
         while keys.len() > 200 {
             step += 1;
@@ -637,10 +634,10 @@ mod tests {
                 }
             }
             assert_eq!(t.len(), m.len());
-            if t.keys.len() < last {
+            if t.slots.len() < last {
                 halvings += 1;
             }
-            last = t.keys.len();
+            last = t.slots.len();
             if step.is_multiple_of(4999) || (t.growth.is_some() && step.is_multiple_of(13)) {
                 checked += usize::from(shrinking(&t));
                 for (k, v) in &m {
@@ -656,7 +653,7 @@ mod tests {
         assert!(halvings >= 5, "the table halved {halvings} times");
         assert!(checked >= 20, "{checked} checks while moving into smaller arrays");
         assert!(t.capacity() <= 2 * super::SHRINK_ABOVE, "{} slots left of {peak}", t.capacity());
-        assert!(t.len() * 16 >= t.keys.len() * 3 || t.keys.len() <= super::SHRINK_ABOVE);
+        assert!(t.len() * 16 >= t.slots.len() * 3 || t.slots.len() <= super::SHRINK_ABOVE);
     }
 
     /// Halving arrays that inserts outgrow while they are made are given
@@ -673,12 +670,12 @@ mod tests {
             t.step();
         }
         // 4,096 slots; arrays of 1,024 cannot take 3,000 entries.
-        assert_eq!(t.keys.len(), 4096);
-        let made = std::thread::spawn(|| super::make_arrays::<u64>(1024));
+        assert_eq!(t.slots.len(), 4096);
+        let made = std::thread::spawn(|| super::make_array::<u64>(1024));
         t.growth = Some(super::Growth::Making { made, size: 1024 });
         t.finish_making();
         assert!(t.growth.is_none());
-        assert_eq!(t.keys.len(), 4096);
+        assert_eq!(t.slots.len(), 4096);
         assert_eq!(by_slots(&mut t), m);
     }
 
