@@ -633,6 +633,13 @@ impl FeatureEngine {
                 prefetch_series(&table.map.at(i).series, &self.points[at..]);
             }
         }
+        // Once the buffers arrive, the count-table slots of the points about
+        // to leave the windows, for all entities at once, before any is read.
+        for (&(_, slot, _), table) in self.found.iter().zip(&self.tables) {
+            if let Some(i) = slot {
+                prefetch_leaving(&table.map.at(i).series, &table.ops, t);
+            }
+        }
         for (&(key, slot, at), table) in self.found.iter().zip(self.tables.iter_mut()) {
             let Some(key) = key else {
                 continue;
@@ -816,6 +823,23 @@ fn prefetch_series(series: &[Series], points: &[Option<u64>]) {
         }
         if let (State::Window { counts: Some(c), .. }, Some(v)) = (&s.state, point) {
             c.prefetch(*v);
+        }
+    }
+}
+
+/// Asks the CPU for the count-table slots of the points a distinct count's
+/// window at `t` is about to drop (up to 4 per series): a point's value is
+/// only known once its buffer has arrived, so without this each drop would
+/// wait for its slot in turn.
+#[inline]
+fn prefetch_leaving(series: &[Series], ops: &[Op], t: i64) {
+    for (s, op) in series.iter().zip(ops) {
+        if let (State::Window { counts: Some(c), cursor, .. }, Some(ms)) = (&s.state, op.window_ms) {
+            let edge = t - ms;
+            let ahead = s.points.as_slice().get(*cursor as usize..).unwrap_or_default();
+            for &(_, v) in ahead.iter().take_while(|&&(pt, _)| pt <= edge).take(4) {
+                c.prefetch(v);
+            }
         }
     }
 }
