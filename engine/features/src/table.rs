@@ -56,7 +56,6 @@ enum Growth<V> {
 
 /// A key and its value side by side, so finding an entity and reading it
 /// cost one cache line (an entity's value fits in the line with its key).
-#[repr(C, align(64))]
 pub(crate) struct Slot<V> {
     key: u128,
     val: Option<V>,
@@ -166,10 +165,16 @@ fn take_at<V>(
     out
 }
 
-/// Drops an array no longer used, on a helper thread when it is large
-/// (freeing takes a while too; a failed spawn drops it here).
-fn free<V: Send + 'static>(slots: Vec<Slot<V>>) {
-    if off_thread::<V>(slots.len()) {
+/// Drops an array no longer used (emptied, or never used), on a helper
+/// thread when it is large (freeing takes a while too; a failed spawn drops
+/// it here).
+fn free<V: Send + 'static>(mut slots: Vec<Slot<V>>) {
+    debug_assert!(slots.iter().all(|s| s.key == 0 && s.val.is_none()), "only empty arrays are freed");
+    // SAFETY: shortening a vector only skips dropping its elements, and
+    // every slot here is empty: nothing to drop, and no pass over the
+    // whole array to find that out.
+    unsafe { slots.set_len(0) };
+    if off_thread::<V>(slots.capacity()) {
         let _ = std::thread::Builder::new().name("riskd-table-free".into()).spawn(move || drop(slots));
     }
 }
