@@ -817,7 +817,8 @@ fn prefetch_series(series: &[Series], points: &[Option<u64>]) {
             prefetch(last);
             if point.is_some() {
                 // Where an appended point goes: the next line when the last
-                // point ends one (a hint only: past the buffer, it is ignored).
+                // point ends one (a hint: past a full buffer's end it only
+                // asks for a line nobody reads).
                 prefetch(last.wrapping_add(std::mem::size_of::<(i64, u64)>()));
             }
         }

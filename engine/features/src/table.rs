@@ -55,7 +55,9 @@ enum Growth<V> {
 }
 
 /// A key and its value side by side, so finding an entity and reading it
-/// cost one cache line (an entity's value fits in the line with its key).
+/// cost one cache line: an entity's slot is 64 bytes, and jemalloc, which
+/// `riskd` runs on (`riskd-alloc`), starts arrays of this size on a line
+/// boundary.
 pub(crate) struct Slot<V> {
     key: u128,
     val: Option<V>,
