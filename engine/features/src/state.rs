@@ -222,14 +222,6 @@ impl Series {
         std::mem::discriminant(&self.state) == std::mem::discriminant(&Series::new(agg, window).state)
     }
 
-    /// Whether this is a first-seen series that has settled a time at or
-    /// before `t`: a point at `t` can then change no read (every read from
-    /// the watermark on is past the settled time), so it need not be kept.
-    #[inline]
-    fn first_seen_before(&self, t: i64) -> bool {
-        matches!(self.state, State::Oldest(Some(first)) if first <= t)
-    }
-
     /// Adds the event's point, if it counts, to a sliding window of `ms`,
     /// then reads the window at `t`, on one view of the points.
     #[allow(clippy::too_many_arguments)]
@@ -684,7 +676,7 @@ impl FeatureEngine {
                         s.slide(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
                     }
                     None => {
-                        if let Some(point) = point.filter(|_| !s.first_seen_before(t)) {
+                        if let Some(point) = point {
                             insert_lifetime(s, t, point, op.agg, watermark);
                         }
                         read_lifetime(s, t, point.is_some(), op.agg, &mut self.scratch)
@@ -949,6 +941,12 @@ fn insert_sorted(points: &mut crate::deque::Points, t: i64, v: u64) {
 /// Adds a point to a lifetime series, settling into its running aggregate
 /// the points every later read sees whole.
 fn insert_lifetime(s: &mut Series, t: i64, v: u64, agg: Agg, watermark: i64) {
+    if matches!(s.state, State::Oldest(Some(first)) if first <= t) {
+        // A first seen settled at or before `t`: this point can change no
+        // read (every read from the watermark on is past the settled
+        // time), so it is not kept.
+        return;
+    }
     insert_sorted(&mut s.points, t, v);
     // Every read at or after the watermark sees these points. Strictly
     // older only, so an on-time event is still in `points` when read.

@@ -314,7 +314,7 @@ impl<V: Send + 'static> KeyTable<V> {
     }
 
     /// Starts growing to `size` slots: makes the array on a helper thread
-    /// when they are large (and a thread can be had), at once otherwise.
+    /// when it is large (and a thread can be had), at once otherwise.
     fn begin_growth(&mut self, size: usize) {
         if off_thread::<V>(size) {
             let made = std::thread::Builder::new().name("riskd-table-grow".into()).spawn(move || make_array(size));
