@@ -170,6 +170,21 @@ impl CheckpointStore {
         set: Arc<FeatureSet>,
         hash_key: [u8; 16],
     ) -> Result<Option<(CheckpointMeta, FeatureEngine)>, CheckpointError> {
+        let Some((meta, bytes, state)) = self.read()? else { return Ok(None) };
+        let engine = FeatureEngine::restore(set, hash_key, &mut &bytes[state])
+            .map_err(|cause| CheckpointError::State { path: self.path().display().to_string(), cause })?;
+        Ok(Some((meta, engine)))
+    }
+
+    /// The metadata alone, the file checked as [`CheckpointStore::load`]
+    /// checks it, without restoring the state. `Ok(None)`: no checkpoint yet.
+    pub fn meta(&self) -> Result<Option<CheckpointMeta>, CheckpointError> {
+        Ok(self.read()?.map(|(meta, _, _)| meta))
+    }
+
+    /// The file's bytes, checked (header, checksum, format), with its
+    /// metadata and where the feature state lies in them.
+    fn read(&self) -> Result<Option<Checked>, CheckpointError> {
         let path = self.path();
         let shown = path.display().to_string();
         let bytes = match fs::read(&path) {
@@ -194,12 +209,14 @@ impl CheckpointStore {
             return Err(damaged("metadata length"));
         };
         let meta: CheckpointMeta = serde_json::from_slice(meta_bytes).map_err(|e| damaged(&e.to_string()))?;
-        let mut state = &body[16 + meta_len..];
-        let engine = FeatureEngine::restore(set, hash_key, &mut state)
-            .map_err(|cause| CheckpointError::State { path: shown.clone(), cause })?;
-        Ok(Some((meta, engine)))
+        let state = 16 + meta_len..body.len();
+        Ok(Some((meta, bytes, state)))
     }
 }
+
+/// A checkpoint file read and checked: its metadata, its bytes, and where
+/// the feature state lies in them.
+type Checked = (CheckpointMeta, Vec<u8>, std::ops::Range<usize>);
 
 /// Wall-clock time as RFC 3339, for the checkpoint's information field.
 pub fn now_text() -> String {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rdkafka::message::Message;
 use riskd_core::{DeadLetter, Decision, RejectReason};
+use riskd_pipeline::CheckpointStore;
 use riskd_testkit::{collect, create_topics, produce, produce_one_by_one, start_broker, text, unique_topic};
 
 fn repo() -> PathBuf {
@@ -441,15 +442,12 @@ fn outputs_so_far(s: &Setup) -> usize {
         + collect(&s.brokers, &[&s.dead], 1, usize::MAX, Duration::from_secs(3)).len()
 }
 
-/// The input offset a checkpoint file reflects (its one input partition):
-/// the metadata JSON after the 16-byte head (`riskd_pipeline::checkpoint`).
-fn checkpoint_offset(path: &Path) -> i64 {
-    let bytes = std::fs::read(path).unwrap();
-    let len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let meta: serde_json::Value = serde_json::from_slice(&bytes[16..16 + len]).unwrap();
-    let offsets = meta["offsets"].as_object().expect("a serve checkpoint has offsets");
+/// The input offset the checkpoint in `dir` reflects (its one input partition).
+fn checkpoint_offset(dir: &Path) -> i64 {
+    let meta = CheckpointStore::new(dir).meta().unwrap().expect("a checkpoint");
+    let offsets = meta.partitions().expect("well-formed partition keys");
     assert_eq!(offsets.len(), 1, "one input partition: {offsets:?}");
-    offsets.values().next().unwrap().as_i64().unwrap()
+    offsets[0].1
 }
 
 /// A graceful stop, then a start from an older checkpoint in the same
@@ -470,8 +468,10 @@ async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing
     let mut first = Engine::start(s.serve_checkpointing(&free_addr()).env("RISKD_KAFKA_MAX_IN_FLIGHT", "1"));
     let early = collect(&s.brokers, &[&s.decisions], 3, 600, Duration::from_secs(180));
     assert!(early.len() >= 600, "engine made progress");
-    let older = s.dir.path().join("older.ckpt");
-    std::fs::copy(state_dir.join("state.ckpt"), &older).expect("a checkpoint was written while serving");
+    let older = s.dir.path().join("older");
+    std::fs::create_dir(&older).unwrap();
+    std::fs::copy(state_dir.join("state.ckpt"), older.join("state.ckpt"))
+        .expect("a checkpoint was written while serving");
     let later = collect(&s.brokers, &[&s.decisions], 3, 1200, Duration::from_secs(180));
     assert!(later.len() >= 1200, "engine went on");
     // SIGTERM: outputs in flight are drained, the group's offset committed,
@@ -483,8 +483,8 @@ async fn a_restart_behind_the_committed_offset_rebuilds_state_without_publishing
     // committed offset is the number of outputs.
     let behind = checkpoint_offset(&older);
     assert!(behind < published as i64, "the older checkpoint ({behind}) is behind the committed offset ({published})");
-    assert!(checkpoint_offset(&state_dir.join("state.ckpt")) >= published as i64, "the stop checkpointed");
-    std::fs::copy(&older, state_dir.join("state.ckpt")).unwrap();
+    assert!(checkpoint_offset(&state_dir) >= published as i64, "the stop checkpointed");
+    std::fs::copy(older.join("state.ckpt"), state_dir.join("state.ckpt")).unwrap();
 
     let mut second = Engine::start(&mut s.serve_checkpointing(&free_addr()));
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
