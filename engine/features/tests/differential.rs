@@ -181,7 +181,11 @@ fn event(i: usize, t: i64, user: u32, device: Option<u32>, ip: Option<[u8; 4]>, 
     let (kind, payload) = if kind == 0 {
         (
             EventKind::Login,
-            Payload::Login(Login { success: !x.is_multiple_of(3), method: LoginMethod::Password, failure_reason: None }),
+            Payload::Login(Login {
+                success: !x.is_multiple_of(3),
+                method: LoginMethod::Password,
+                failure_reason: None,
+            }),
         )
     } else {
         (
