@@ -58,7 +58,7 @@ enum Growth<V> {
 /// cost one cache line: an entity's slot is 64 bytes, and jemalloc, which
 /// `riskd` runs on (`riskd-alloc`), starts arrays of this size on a line
 /// boundary.
-pub(crate) struct Slot<V> {
+struct Slot<V> {
     key: u128,
     val: Option<V>,
 }
