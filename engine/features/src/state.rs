@@ -1058,3 +1058,86 @@ fn read_lifetime(s: &Series, t: i64, counts_now: bool, agg: Agg, scratch: &mut H
 
 // Every series is one 64-byte line's worth of state (see `Series`).
 const _: () = assert!(std::mem::size_of::<Series>() == 64);
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use compact_str::CompactString;
+    use riskd_core::event::{Entities, Event, EventKind, Login, LoginMethod, Payload};
+    use riskd_core::pii::Protected;
+
+    use super::entity_key;
+    use crate::def::EntityKind;
+
+    fn event(ip: IpAddr, device: Option<&str>) -> Event {
+        Event {
+            id: CompactString::from("e1"),
+            kind: EventKind::Login,
+            time_ms: 0,
+            entities: Entities {
+                user_id: CompactString::from("u-0042"),
+                device_id: device.map(CompactString::from),
+                ip: Some(ip),
+                phone: Some(Protected([7; 16])),
+                id_number: Some(Protected([8; 16])),
+                bank_card: Some(Protected([9; 16])),
+            },
+            payload: Payload::Login(Login { success: true, method: LoginMethod::Password, failure_reason: None }),
+        }
+    }
+
+    /// Entity keys are what state and snapshots are keyed by: a change to
+    /// how they are hashed, however harmless it looks, would leave every
+    /// snapshot written before it unable to find its entities. These are
+    /// the keys earlier builds wrote, for every kind, both address
+    /// families, a device id past the inline string size, and a missing
+    /// device.
+    #[test]
+    fn entity_keys_are_those_earlier_snapshots_hold() {
+        let keys = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        let v4 = event(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), Some("device-with-a-name-longer-than-24-bytes"));
+        let v6 = event(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 3, 4, 5, 6)), None);
+        let kinds = [
+            EntityKind::User,
+            EntityKind::Device,
+            EntityKind::Ip,
+            EntityKind::Ip24,
+            EntityKind::Phone,
+            EntityKind::IdNumber,
+            EntityKind::BankCard,
+            // user+device, and ip24+bank card.
+            EntityKind::Composite(0b11),
+            EntityKind::Composite(0b100_1000),
+        ];
+        let got: Vec<String> = [&v4, &v6]
+            .iter()
+            .flat_map(|ev| kinds.iter().map(|&k| entity_key(keys, k, ev).map_or("-".into(), |k| format!("{k:032x}"))))
+            .collect();
+        let want = [
+            // An IPv4 address and a device.
+            "019b01f3e9a405eaab9dc64e16142392",
+            "4fad34bf09f16799d1d06c0452b473de",
+            "77a1964576a01b4951b4b0ccc7cca7d1",
+            "a5763b94dadcad221ec6a12e9897ce59",
+            "2901afa0e3a3c8c89de55d473261e341",
+            "632b369c217d8213922e7fea988cc045",
+            "f2159c9669e19ffc9a8b8392582b3c12",
+            "21cfa90d2a1ef9961b1891cb20992fdc",
+            "2916374466d742c6d09ff18b96cf94a4",
+            // An IPv6 address and no device.
+            "019b01f3e9a405eaab9dc64e16142392",
+            "-",
+            "eb469d80f890c960855d409520f40ec7",
+            "35993bb58459601c9a1cfcafe2a9e412",
+            "2901afa0e3a3c8c89de55d473261e341",
+            "632b369c217d8213922e7fea988cc045",
+            "f2159c9669e19ffc9a8b8392582b3c12",
+            "-",
+            "8c6aa0447c37c4151caff13bce20787d",
+        ];
+        assert_eq!(got, want);
+        // Another hash key gives other keys.
+        assert_ne!(entity_key((1, 2), EntityKind::User, &v4), entity_key(keys, EntityKind::User, &v4));
+    }
+}
