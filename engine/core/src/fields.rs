@@ -342,6 +342,11 @@ impl FieldId {
     }
 }
 
+/// Names of the event kinds in a mask, for messages.
+pub fn kinds_text(mask: KindMask) -> String {
+    EventKind::ALL.iter().filter(|k| mask & k.bit() != 0).map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,9 +373,4 @@ mod tests {
         assert_eq!(FieldId::lookup("event.day_of_week").unwrap().get(&ev), Value::Num(6.0));
         assert_eq!(FieldId::lookup("event.amount").unwrap().get(&ev), Value::Missing);
     }
-}
-
-/// Names of the event kinds in a mask, for messages.
-pub fn kinds_text(mask: KindMask) -> String {
-    EventKind::ALL.iter().filter(|k| mask & k.bit() != 0).map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
 }

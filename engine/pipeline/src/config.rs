@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub engine: EngineConfig,
@@ -95,17 +95,6 @@ pub struct HttpConfig {
     /// The `RISKD_ADMIN_TOKEN` variable, when set, holds the token itself
     /// and wins. No token: the admin endpoints are off.
     pub admin_token_file: PathBuf,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            engine: EngineConfig::default(),
-            pii: PiiConfig::default(),
-            kafka: KafkaConfig::default(),
-            http: HttpConfig::default(),
-        }
-    }
 }
 
 impl Default for EngineConfig {

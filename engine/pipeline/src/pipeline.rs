@@ -330,7 +330,7 @@ impl Intake {
         }
         self.metrics.features.record(t.elapsed().as_secs_f64());
         self.updated += 1;
-        if self.updated % 4096 == 0 {
+        if self.updated.is_multiple_of(4096) {
             self.metrics.state.publish(&self.features);
         }
     }

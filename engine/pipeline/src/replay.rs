@@ -432,7 +432,7 @@ fn output_loop(
             }
             summary.record(&outcome);
             summary.position = pos;
-            if summary.inputs % PROGRESS_EVERY == 0 {
+            if summary.inputs.is_multiple_of(PROGRESS_EVERY) {
                 progress(summary.inputs);
             }
         }

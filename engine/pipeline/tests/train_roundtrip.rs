@@ -96,9 +96,10 @@ fn trained_model_serves_exactly_the_training_predictions() {
     // Served through the model loader and the scorecard's single-row path.
     let spec = Arc::new(ModelSpec::load(dir.path(), &features).unwrap());
     let mut card = Scorecard::new(spec.clone()).unwrap();
-    for i in 0..n {
-        let p = card.predict_row(&m.rows[i * w..(i + 1) * w]).unwrap();
-        assert!((p - batch[i]).abs() <= TOL, "{}: fast path {p} vs training {}", m.event_ids[i], batch[i]);
+    assert_eq!((m.rows.len(), batch.len()), (n * w, n), "one prediction per row");
+    for (i, (row, want)) in m.rows.chunks_exact(w).zip(&batch).enumerate() {
+        let p = card.predict_row(row).unwrap();
+        assert!((p - want).abs() <= TOL, "{}: fast path {p} vs training {want}", m.event_ids[i]);
     }
 
     // Served end to end: a deployment with the trained model, the repository's

@@ -147,7 +147,7 @@ impl Model {
 
     /// Probabilities for many rows (row-major, `width` inputs each).
     pub fn predict_batch(&self, rows: &[f64], width: usize) -> Result<Vec<f64>, LgbmError> {
-        if width == 0 || rows.len() % width != 0 {
+        if width == 0 || !rows.len().is_multiple_of(width) {
             return Err(LgbmError(format!("{} values do not make rows of {width} inputs", rows.len())));
         }
         let n = rows.len() / width;

@@ -739,8 +739,8 @@ fn model_trained_here_matches_lightgbm_batch_including_missing_inputs() {
     probes.extend([-1e300; W]);
     probes.extend([f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1.0, f64::NAN, -1.0, f64::INFINITY, 0.5]);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for k in 0..500 {
-        let mut r = data[k].row;
+    for d in &data[..500] {
+        let mut r = d.row;
         for v in &mut r {
             if rng.gen_bool(0.4) {
                 *v = f64::NAN;
