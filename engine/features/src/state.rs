@@ -1098,18 +1098,9 @@ mod tests {
         let keys = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
         let v4 = event(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), Some("device-with-a-name-longer-than-24-bytes"));
         let v6 = event(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 3, 4, 5, 6)), None);
-        let kinds = [
-            EntityKind::User,
-            EntityKind::Device,
-            EntityKind::Ip,
-            EntityKind::Ip24,
-            EntityKind::Phone,
-            EntityKind::IdNumber,
-            EntityKind::BankCard,
-            // user+device, and ip24+bank card.
-            EntityKind::Composite(0b11),
-            EntityKind::Composite(0b100_1000),
-        ];
+        // Every base kind, then user+device and ip24+bank card.
+        let composites = [EntityKind::Composite(0b11), EntityKind::Composite(0b100_1000)];
+        let kinds: Vec<EntityKind> = EntityKind::BASE.into_iter().chain(composites).collect();
         let got: Vec<String> = [&v4, &v6]
             .iter()
             .flat_map(|ev| kinds.iter().map(|&k| entity_key(keys, k, ev).map_or("-".into(), |k| format!("{k:032x}"))))
