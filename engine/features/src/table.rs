@@ -121,6 +121,16 @@ fn probe<V>(slots: &[Slot<V>], key: u128) -> Result<usize, usize> {
     }
 }
 
+/// Asks for the first two slots `probe` reads for `key`.
+#[inline]
+fn prefetch_probe<V>(slots: &[Slot<V>], key: u128) {
+    if !slots.is_empty() {
+        let i = home(key, slots.len());
+        crate::state::prefetch(&slots[i] as *const Slot<V> as *const u8);
+        crate::state::prefetch(&slots[(i + 1) & (slots.len() - 1)] as *const Slot<V> as *const u8);
+    }
+}
+
 /// Puts a key that is not in the array into it; returns its slot.
 fn place<V>(slots: &mut [Slot<V>], key: u128, val: Option<V>) -> usize {
     let Err(i) = probe(slots, key) else { unreachable!("the key is not in the array") };
@@ -195,17 +205,17 @@ impl<V: Send + 'static> KeyTable<V> {
         }
     }
 
-    /// Asks the CPU for the key's home slot (a hint; never faults).
+    /// Asks the CPU for the key's home slot and the one after it (a hint;
+    /// never faults). In a table 3/8 to 3/4 full, 19% to 38% of the keys
+    /// are not in their home slot, so their lookup reads the next one too;
+    /// that is the next line, nearly always on the same page, so asking for
+    /// it costs no page walk of its own.
     #[inline]
     pub fn prefetch(&self, key: u128) {
         let key = fix(key);
-        if !self.slots.is_empty() {
-            let i = home(key, self.slots.len());
-            crate::state::prefetch(&self.slots[i] as *const Slot<V> as *const u8);
-        }
+        prefetch_probe(&self.slots, key);
         if let Some(Growth::Moving { slots, .. }) = &self.growth {
-            let i = home(key, slots.len());
-            crate::state::prefetch(&slots[i] as *const Slot<V> as *const u8);
+            prefetch_probe(slots, key);
         }
     }
 
