@@ -206,8 +206,9 @@ impl<V: Send + 'static> KeyTable<V> {
     }
 
     /// Asks the CPU for the key's home slot and the one after it (a hint;
-    /// never faults). In a table 3/8 to 3/4 full, 19% to 38% of the keys
-    /// are not in their home slot, so their lookup reads the next one too;
+    /// never faults). A table is at most 3/4 full; at 3/8 to 3/4 full (as
+    /// from one doubling to the next), 19% to 38% of the keys are not in
+    /// their home slot, so their lookup reads the next one too;
     /// that is the next line, nearly always on the same page, so asking for
     /// it costs no page walk of its own.
     #[inline]
