@@ -168,8 +168,8 @@ impl FeatureEngine {
             }
             let mut map = KeyMap::default();
             map.reserve(tb.entries.len());
-            for (k, e) in tb.entries {
-                if !e.fits(&engine.set, &table.features) {
+            for (k, mut e) in tb.entries {
+                if !e.restore(&engine.set, &table.features) {
                     return Err(SnapshotError::Corrupt(format!(
                         "an entity of `{}` does not hold the state its features keep",
                         tb.entity

@@ -24,6 +24,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::capture::{Capture, TableCapture};
 use crate::def::{Aggregation, EntityKind, FeatureSet, FilterValue, Operand, Window};
+use crate::deque::{Item, Point, Points};
 use crate::table::CountTable;
 
 /// One value per feature slot for one event; NaN means missing.
@@ -138,14 +139,15 @@ impl Input {
     }
 }
 
-/// History of one feature for one entity: its points `(time, value)`,
-/// sorted by time (ties in arrival order), and what its window keeps beside
-/// them. 64 bytes, with no box of its own: an entity's series sit side by
-/// side in one allocation, so reading one costs a cache line unless its
-/// window holds more than two points.
+/// History of one feature for one entity: its points `(time, value)`
+/// (times alone for a sliding count, time since or first seen), sorted by
+/// time (ties in arrival order), and what its window keeps beside them. 64
+/// bytes, with no box of its own: an entity's series sit side by side in
+/// one allocation, so reading one costs a cache line unless its window
+/// holds more than two pairs or four times.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Series {
-    points: crate::deque::Points,
+    points: Points,
     state: State,
 }
 
@@ -216,20 +218,26 @@ impl Series {
             (Window::Lifetime, Aggregation::DistinctCount(_)) => State::Distinct(Box::default()),
             (Window::Lifetime, Aggregation::Count | Aggregation::Ratio(..)) => State::Count(0),
         };
-        Series { points: Default::default(), state }
+        // Windows that only count or time their events keep times alone.
+        let times = matches!(window, Window::Sliding { .. })
+            && matches!(agg, Aggregation::Count | Aggregation::TimeSince { .. } | Aggregation::FirstSeen { .. });
+        Series { points: if times { Points::times() } else { Points::default() }, state }
     }
 
-    /// Whether this series has the shape a feature with `agg` and `window`
-    /// keeps (a restored snapshot is checked with it).
-    pub(crate) fn fits(&self, agg: &Aggregation, window: Window) -> bool {
-        std::mem::discriminant(&self.state) == std::mem::discriminant(&Series::new(agg, window).state)
+    /// Whether this restored series has the shape a feature with `agg` and
+    /// `window` keeps; its points move to that feature's layout (a
+    /// snapshot writes every point as a pair).
+    fn restore(&mut self, agg: &Aggregation, window: Window) -> bool {
+        let want = Series::new(agg, window);
+        std::mem::discriminant(&self.state) == std::mem::discriminant(&want.state)
+            && (!want.points.holds_times() || self.points.make_times())
     }
 
     /// Adds the event's point, if it counts, to a sliding window of `ms`,
     /// then reads the window at `t`, on one view of the points.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn slide(
+    fn slide<T: Item>(
         &mut self,
         agg: Agg,
         ms: i64,
@@ -246,7 +254,7 @@ impl Series {
             return f64::NAN;
         };
         if let Some(v) = point {
-            insert_sorted(points, t, v);
+            insert_sorted(points, T::new(t, v));
             if t <= *lower {
                 *cursor += 1; // behind the window's edge
             } else if let Some(c) = counts {
@@ -255,31 +263,31 @@ impl Series {
             // No read at or after the watermark can see points at or before
             // the horizon; beyond `max_points` the oldest go too.
             let horizon = watermark.saturating_sub(ms);
-            let live = points.as_slice();
-            let old = live.iter().take_while(|&&(pt, _)| pt <= horizon).count();
+            let live = points.as_slice::<T>();
+            let old = live.iter().take_while(|p| p.time() <= horizon).count();
             let over = (live.len() - old).saturating_sub(max_points);
             let drop = old + over;
             if drop > 0 {
                 // Points behind the cursor only move it; the others leave the counts.
                 let behind = (*cursor as usize).min(drop);
                 if let Some(c) = counts {
-                    for &(_, v) in &live[behind..drop] {
-                        c.decrement(v);
+                    for p in &live[behind..drop] {
+                        c.decrement(p.value());
                     }
                 }
                 *cursor -= behind as u32;
-                points.drop_front(drop);
+                points.drop_front::<T>(drop);
                 stats.dropped_points += over as u64;
             }
         }
-        let points = points.as_slice();
+        let points = points.as_slice::<T>();
         let edge = t - ms;
-        let (lo, hi) = if points.last().is_none_or(|&(last, _)| last <= t) && edge >= *lower {
+        let (lo, hi) = if points.last().is_none_or(|last| last.time() <= t) && edge >= *lower {
             // Forward: move the lower edge to `t - ms`, keeping the counts.
             let mut c = *cursor as usize;
-            while c < points.len() && points[c].0 <= edge {
+            while c < points.len() && points[c].time() <= edge {
                 if let Some(counts) = counts {
-                    counts.decrement(points[c].1);
+                    counts.decrement(points[c].value());
                 }
                 c += 1;
             }
@@ -292,8 +300,8 @@ impl Series {
                 }
                 let counts = counts.get_or_insert_with(|| {
                     let mut m: Box<CountTable> = Box::default();
-                    for &(_, v) in &points[c..] {
-                        m.increment(v);
+                    for p in &points[c..] {
+                        m.increment(p.value());
                     }
                     m
                 });
@@ -302,11 +310,11 @@ impl Series {
             (c, points.len())
         } else {
             // A read at an earlier time (an out-of-order event) searches.
-            let lo = points.partition_point(|&(pt, _)| pt <= edge);
-            (lo, points.partition_point(|&(pt, _)| pt <= t).max(lo))
+            let lo = points.partition_point(|p| p.time() <= edge);
+            (lo, points.partition_point(|p| p.time() <= t).max(lo))
         };
         let window = &points[lo..hi];
-        let nums = || window.iter().map(|&(_, v)| f64::from_bits(v));
+        let nums = || window.iter().map(|p| f64::from_bits(p.value()));
         match agg {
             Agg::Count => window.len() as f64,
             Agg::Sum => nums().fold(0.0, |a, x| a + x),
@@ -317,10 +325,10 @@ impl Series {
             Agg::Mean => nums().fold(0.0, |a, x| a + x) / window.len() as f64,
             Agg::Min => nums().fold(f64::INFINITY, f64::min),
             Agg::Max => nums().fold(f64::NEG_INFINITY, f64::max),
-            Agg::Last => f64::from_bits(window[window.len() - 1].1),
+            Agg::Last => f64::from_bits(window[window.len() - 1].value()),
             Agg::Distinct => {
                 scratch.clear();
-                scratch.extend(window.iter().map(|&(_, v)| v));
+                scratch.extend(window.iter().map(Item::value));
                 scratch.len() as f64
             }
             Agg::TimeSince { unit_ms } => {
@@ -328,11 +336,11 @@ impl Series {
                 // event when it was just inserted (it is then the last at `t`).
                 let prev = if point.is_some() { hi.checked_sub(2) } else { hi.checked_sub(1) };
                 match prev {
-                    Some(p) if p >= lo => per_unit(t - points[p].0, unit_ms),
+                    Some(p) if p >= lo => per_unit(t - points[p].time(), unit_ms),
                     _ => f64::NAN,
                 }
             }
-            Agg::FirstSeen { unit_ms } => per_unit(t - window[0].0, unit_ms),
+            Agg::FirstSeen { unit_ms } => per_unit(t - window[0].time(), unit_ms),
             Agg::Ratio => f64::NAN,
         }
     }
@@ -369,11 +377,11 @@ pub(crate) struct Entity {
 }
 
 impl Entity {
-    /// Whether the entity holds one series of the right shape for each of
-    /// `features` (a restored snapshot is checked with it).
-    pub(crate) fn fits(&self, set: &FeatureSet, features: &[usize]) -> bool {
+    /// Whether this restored entity holds one series of the right shape
+    /// for each of `features` (see [`Series::restore`]).
+    pub(crate) fn restore(&mut self, set: &FeatureSet, features: &[usize]) -> bool {
         self.series.len() == features.len()
-            && self.series.iter().zip(features).all(|(s, &i)| s.fits(&set.defs[i].agg, set.defs[i].window))
+            && self.series.iter_mut().zip(features).all(|(s, &i)| s.restore(&set.defs[i].agg, set.defs[i].window))
     }
 }
 
@@ -676,9 +684,19 @@ impl FeatureEngine {
             let max_points = set.limits.max_events_per_window;
             for ((op, s), &point) in table.ops.iter().zip(entity.series.iter_mut()).zip(points) {
                 out.0[op.slot] = match op.window_ms {
-                    Some(ms) => {
-                        s.slide(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
+                    Some(ms) if s.points.holds_times() => {
+                        s.slide::<i64>(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
                     }
+                    Some(ms) => s.slide::<Point>(
+                        op.agg,
+                        ms,
+                        t,
+                        point,
+                        watermark,
+                        max_points,
+                        &mut self.stats,
+                        &mut self.scratch,
+                    ),
                     None => {
                         if let Some(point) = point {
                             insert_lifetime(s, t, point, op.agg, watermark);
@@ -808,14 +826,14 @@ fn prefetch_lines<T>(items: &[T]) {
 #[inline]
 fn prefetch_series(series: &[Series], points: &[Option<u64>]) {
     for (s, point) in series.iter().zip(points) {
-        if let Some((first, last)) = s.points.heap_ptrs() {
+        if let Some((first, end)) = s.points.heap_ptrs() {
             prefetch(first);
-            prefetch(last);
+            prefetch(end.wrapping_sub(1));
             if point.is_some() {
                 // Where an appended point goes: the next line when the last
                 // point ends one (a hint: past a full buffer's end it only
                 // asks for a line nobody reads).
-                prefetch(last.wrapping_add(std::mem::size_of::<(i64, u64)>()));
+                prefetch(end);
             }
         }
         if let (State::Window { counts: Some(c), .. }, Some(v)) = (&s.state, point) {
@@ -833,7 +851,7 @@ fn prefetch_leaving(series: &[Series], ops: &[Op], t: i64) {
     for (s, op) in series.iter().zip(ops) {
         if let (State::Window { counts: Some(c), cursor, .. }, Some(ms)) = (&s.state, op.window_ms) {
             let edge = t - ms;
-            let ahead = s.points.as_slice().get(*cursor as usize..).unwrap_or_default();
+            let ahead = s.points.as_slice::<Point>().get(*cursor as usize..).unwrap_or_default();
             for &(_, v) in ahead.iter().take_while(|&&(pt, _)| pt <= edge).take(4) {
                 c.prefetch(v);
             }
@@ -933,12 +951,13 @@ fn distinct_value(keys: (u64, u64), field: FieldId, ev: &Event) -> Option<u64> {
 
 /// Inserts keeping time order; equal times keep arrival order.
 #[inline]
-fn insert_sorted(points: &mut crate::deque::Points, t: i64, v: u64) {
-    if points.back().is_none_or(|&(last, _)| last <= t) {
-        points.push_back((t, v));
+fn insert_sorted<T: Item>(points: &mut Points, p: T) {
+    let live = points.as_slice::<T>();
+    if live.last().is_none_or(|last| last.time() <= p.time()) {
+        points.push_back(p);
     } else {
-        let at = points.partition_point(|&(pt, _)| pt <= t);
-        points.insert(at, (t, v));
+        let at = live.partition_point(|q| q.time() <= p.time());
+        points.insert(at, p);
     }
 }
 
@@ -951,10 +970,10 @@ fn insert_lifetime(s: &mut Series, t: i64, v: u64, agg: Agg, watermark: i64) {
         // time), so it is not kept.
         return;
     }
-    insert_sorted(&mut s.points, t, v);
+    insert_sorted(&mut s.points, (t, v));
     // Every read at or after the watermark sees these points. Strictly
     // older only, so an on-time event is still in `points` when read.
-    while s.points.front().is_some_and(|&(pt, _)| pt < watermark) {
+    while s.points.as_slice::<Point>().first().is_some_and(|&(pt, _)| pt < watermark) {
         let (pt, pv) = s.points.pop_front().expect("checked");
         settle(&mut s.state, pt, pv, agg);
     }
@@ -995,10 +1014,10 @@ fn settle(state: &mut State, t: i64, v: u64, agg: Agg) {
 const SMALL_WINDOW: usize = 16;
 
 /// Distinct values among a few, without hashing or allocating.
-fn distinct_small(points: &[(i64, u64)]) -> f64 {
+fn distinct_small<T: Item>(points: &[T]) -> f64 {
     let mut n = 0usize;
-    for (i, &(_, v)) in points.iter().enumerate() {
-        if !points[..i].iter().any(|&(_, u)| u == v) {
+    for (i, p) in points.iter().enumerate() {
+        if !points[..i].iter().any(|q| q.value() == p.value()) {
             n += 1;
         }
     }
@@ -1013,7 +1032,7 @@ fn per_unit(ms: i64, unit_ms: i64) -> f64 {
 /// recent points up to `t`. `counts_now` says the current event was just
 /// inserted (it is then the last point at `t`).
 fn read_lifetime(s: &Series, t: i64, counts_now: bool, agg: Agg, scratch: &mut HashSet<u64>) -> f64 {
-    let points = s.points.as_slice();
+    let points = s.points.as_slice::<Point>();
     let hi = points.partition_point(|&(pt, _)| pt <= t);
     let recent = &points[..hi];
     let nums = || recent.iter().map(|&(_, v)| f64::from_bits(v));
@@ -1130,5 +1149,46 @@ mod tests {
         assert_eq!(got, want);
         // Another hash key gives other keys.
         assert_ne!(entity_key((1, 2), EntityKind::User, &v4), entity_key(keys, EntityKind::User, &v4));
+    }
+
+    /// Count windows keep times alone; a snapshot writes them as pairs, and
+    /// a restore must give them back their own layout, or every restored
+    /// entity would keep twice the bytes until it expires.
+    #[test]
+    fn a_restore_gives_count_windows_back_their_times() {
+        let text = r#"
+[[feature]]
+name = "user.logins_1h"
+entity = "user"
+events = ["login"]
+agg = "count"
+window = "1h"
+[[feature]]
+name = "user.devices_1h"
+entity = "user"
+agg = "distinct_count"
+of = "entity.device_id"
+window = "1h"
+"#;
+        let set = std::sync::Arc::new(
+            crate::def::FeatureSet::from_sources(&[("f.toml".into(), text.into())]).expect("valid"),
+        );
+        let mut engine = super::FeatureEngine::new(set.clone(), [5; 16]);
+        let mut fv = super::FeatureVector::default();
+        let layouts = |e: &super::FeatureEngine| -> Vec<(bool, usize)> {
+            let (_, entity) = e.tables[0].map.iter().next().expect("one user");
+            entity.series.iter().map(|s| (s.points.holds_times(), s.points.len())).collect()
+        };
+        for (n, minute) in (0..6).enumerate() {
+            let mut ev = event(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), Some(["d1", "d2"][minute % 2]));
+            ev.time_ms = minute as i64 * 60_000;
+            engine.update(&ev, &mut fv);
+            assert_eq!(fv.0, [(n + 1) as f64, n.min(1) as f64 + 1.0]);
+        }
+        assert_eq!(layouts(&engine), [(true, 6), (false, 6)]);
+        let mut bytes = Vec::new();
+        engine.write_snapshot(&mut bytes).expect("write");
+        let restored = super::FeatureEngine::restore(set, [5; 16], &mut bytes.as_slice()).expect("restore");
+        assert_eq!(layouts(&restored), [(true, 6), (false, 6)]);
     }
 }
