@@ -66,6 +66,34 @@ pub(crate) trait Item: Copy + Default + PartialEq + std::fmt::Debug {
     fn heap(buf: Vec<Self>) -> Points;
 }
 
+/// The methods of [`Item`] that only name the layout's two variants.
+macro_rules! layout {
+    ($inline:ident, $heap:ident, $name:literal) => {
+        #[inline]
+        fn slice(p: &Points) -> &[Self] {
+            match p {
+                Points::$inline { len, items } => &items[..*len as usize],
+                Points::$heap { buf, head } => &buf[*head as usize..],
+                _ => {
+                    debug_assert!(false, concat!("a run read as ", $name, " in the other layout"));
+                    &[]
+                }
+            }
+        }
+        #[inline]
+        fn run(p: &mut Points) -> Run<'_, Self> {
+            match p {
+                Points::$inline { len, items } => Run::Inline { len, items },
+                Points::$heap { buf, head } => Run::Heap { buf, head },
+                _ => unreachable!(concat!("a run changed as ", $name, " in the other layout")),
+            }
+        }
+        fn heap(buf: Vec<Self>) -> Points {
+            Points::$heap { buf, head: 0 }
+        }
+    };
+}
+
 impl Item for Point {
     #[inline]
     fn new(time: i64, value: u64) -> Self {
@@ -79,28 +107,7 @@ impl Item for Point {
     fn value(&self) -> u64 {
         self.1
     }
-    #[inline]
-    fn slice(p: &Points) -> &[Self] {
-        match p {
-            Points::Inline { len, items } => &items[..*len as usize],
-            Points::Heap { buf, head } => &buf[*head as usize..],
-            _ => {
-                debug_assert!(false, "a run of times read as pairs");
-                &[]
-            }
-        }
-    }
-    #[inline]
-    fn run(p: &mut Points) -> Run<'_, Self> {
-        match p {
-            Points::Inline { len, items } => Run::Inline { len, items },
-            Points::Heap { buf, head } => Run::Heap { buf, head },
-            _ => unreachable!("a run of times changed as pairs"),
-        }
-    }
-    fn heap(buf: Vec<Self>) -> Points {
-        Points::Heap { buf, head: 0 }
-    }
+    layout!(Inline, Heap, "pairs");
 }
 
 impl Item for i64 {
@@ -116,28 +123,7 @@ impl Item for i64 {
     fn value(&self) -> u64 {
         0
     }
-    #[inline]
-    fn slice(p: &Points) -> &[Self] {
-        match p {
-            Points::TimesInline { len, items } => &items[..*len as usize],
-            Points::TimesHeap { buf, head } => &buf[*head as usize..],
-            _ => {
-                debug_assert!(false, "a run of pairs read as times");
-                &[]
-            }
-        }
-    }
-    #[inline]
-    fn run(p: &mut Points) -> Run<'_, Self> {
-        match p {
-            Points::TimesInline { len, items } => Run::Inline { len, items },
-            Points::TimesHeap { buf, head } => Run::Heap { buf, head },
-            _ => unreachable!("a run of pairs changed as times"),
-        }
-    }
-    fn heap(buf: Vec<Self>) -> Points {
-        Points::TimesHeap { buf, head: 0 }
-    }
+    layout!(TimesInline, TimesHeap, "times");
 }
 
 impl Default for Points {
