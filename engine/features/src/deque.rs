@@ -23,11 +23,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub(crate) type Point = (i64, u64);
 
+/// Points kept inside the run: two pairs or four times, 32 bytes either way.
+const PAIRS_INLINE: usize = 2;
+const TIMES_INLINE: usize = 4;
+
 #[derive(Debug, Clone)]
 pub(crate) enum Points {
     Inline {
         len: u8,
-        items: [Point; 2],
+        items: [Point; PAIRS_INLINE],
     },
     /// The points are `buf[head..]`.
     Heap {
@@ -36,7 +40,7 @@ pub(crate) enum Points {
     },
     TimesInline {
         len: u8,
-        items: [i64; 4],
+        items: [i64; TIMES_INLINE],
     },
     /// The times are `buf[head..]`.
     TimesHeap {
@@ -129,14 +133,14 @@ impl Item for i64 {
 impl Default for Points {
     /// An empty run of pairs.
     fn default() -> Self {
-        Points::Inline { len: 0, items: [(0, 0); 2] }
+        Points::Inline { len: 0, items: [(0, 0); PAIRS_INLINE] }
     }
 }
 
 impl Points {
     /// An empty run of times.
     pub fn times() -> Points {
-        Points::TimesInline { len: 0, items: [0; 4] }
+        Points::TimesInline { len: 0, items: [0; TIMES_INLINE] }
     }
 
     /// Whether the points are times alone (else `(time, value)` pairs).
@@ -269,7 +273,7 @@ impl Points {
             return false;
         }
         let mut times = Points::times();
-        if pairs.len() > 4 {
+        if pairs.len() > TIMES_INLINE {
             times = Points::TimesHeap { buf: pairs.iter().map(|&(t, _)| t).collect(), head: 0 };
         } else {
             for &(t, _) in pairs {
@@ -299,7 +303,7 @@ impl<'de> Deserialize<'de> for Points {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Vec::<Point>::deserialize(d)?;
         let mut p = Points::default();
-        if v.len() > 2 {
+        if v.len() > PAIRS_INLINE {
             p = Points::Heap { buf: v, head: 0 };
         } else {
             for x in v {
