@@ -116,7 +116,8 @@ impl Item for Point {
 
 impl Item for i64 {
     #[inline]
-    fn new(time: i64, _: u64) -> Self {
+    fn new(time: i64, value: u64) -> Self {
+        debug_assert_eq!(value, 0, "a point with a value kept as a time alone");
         time
     }
     #[inline]
@@ -341,7 +342,8 @@ mod tests {
                     d.drain(..n);
                 } else {
                     let at = if rng.gen_bool(0.8) { d.len() } else { rng.gen_range(0..=d.len()) };
-                    let x = T::new(rng.gen_range(0..100), step);
+                    // Pairs carry the step as their value; times carry none.
+                    let x = T::new(rng.gen_range(0..100), if empty.holds_times() { 0 } else { step });
                     p.insert(at, x);
                     d.insert(at, x);
                 }

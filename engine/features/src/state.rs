@@ -86,20 +86,26 @@ enum Agg {
     Ratio,
 }
 
+/// An aggregation split into what it computes and what it takes from a
+/// counted event.
+fn compile(agg: &Aggregation) -> (Agg, Input) {
+    match *agg {
+        Aggregation::Count => (Agg::Count, Input::Time),
+        Aggregation::Sum(f) => (Agg::Sum, Input::Num(f)),
+        Aggregation::Mean(f) => (Agg::Mean, Input::Num(f)),
+        Aggregation::Min(f) => (Agg::Min, Input::Num(f)),
+        Aggregation::Max(f) => (Agg::Max, Input::Num(f)),
+        Aggregation::Last(f) => (Agg::Last, Input::Num(f)),
+        Aggregation::DistinctCount(f) => (Agg::Distinct, Input::Hashed(f)),
+        Aggregation::TimeSince { unit_ms } => (Agg::TimeSince { unit_ms }, Input::Time),
+        Aggregation::FirstSeen { unit_ms } => (Agg::FirstSeen { unit_ms }, Input::Time),
+        Aggregation::Ratio(..) => (Agg::Ratio, Input::Nothing),
+    }
+}
+
 impl Op {
     fn new(def: usize, d: &crate::def::FeatureDef) -> Op {
-        let (agg, input) = match d.agg {
-            Aggregation::Count => (Agg::Count, Input::Time),
-            Aggregation::Sum(f) => (Agg::Sum, Input::Num(f)),
-            Aggregation::Mean(f) => (Agg::Mean, Input::Num(f)),
-            Aggregation::Min(f) => (Agg::Min, Input::Num(f)),
-            Aggregation::Max(f) => (Agg::Max, Input::Num(f)),
-            Aggregation::Last(f) => (Agg::Last, Input::Num(f)),
-            Aggregation::DistinctCount(f) => (Agg::Distinct, Input::Hashed(f)),
-            Aggregation::TimeSince { unit_ms } => (Agg::TimeSince { unit_ms }, Input::Time),
-            Aggregation::FirstSeen { unit_ms } => (Agg::FirstSeen { unit_ms }, Input::Time),
-            Aggregation::Ratio(..) => (Agg::Ratio, Input::Nothing),
-        };
+        let (agg, input) = compile(&d.agg);
         Op {
             filtered: (!d.filters.is_empty()).then(|| u32::try_from(def).expect("fewer than 2^32 features")),
             slot: d.slot,
@@ -218,9 +224,9 @@ impl Series {
             (Window::Lifetime, Aggregation::DistinctCount(_)) => State::Distinct(Box::default()),
             (Window::Lifetime, Aggregation::Count | Aggregation::Ratio(..)) => State::Count(0),
         };
-        // Windows that only count or time their events keep times alone.
-        let times = matches!(window, Window::Sliding { .. })
-            && matches!(agg, Aggregation::Count | Aggregation::TimeSince { .. } | Aggregation::FirstSeen { .. });
+        // Sliding windows whose events contribute their time only keep
+        // times alone (their points' values would all be 0).
+        let times = matches!(window, Window::Sliding { .. }) && matches!(compile(agg).1, Input::Time);
         Series { points: if times { Points::times() } else { Points::default() }, state }
     }
 
@@ -234,10 +240,31 @@ impl Series {
     }
 
     /// Adds the event's point, if it counts, to a sliding window of `ms`,
-    /// then reads the window at `t`, on one view of the points.
+    /// then reads the window at `t`, on one view of the points, in the
+    /// layout the series keeps.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn slide<T: Item>(
+    fn slide(
+        &mut self,
+        agg: Agg,
+        ms: i64,
+        t: i64,
+        point: Option<u64>,
+        watermark: i64,
+        max_points: usize,
+        stats: &mut StateStats,
+        scratch: &mut HashSet<u64>,
+    ) -> f64 {
+        if self.points.holds_times() {
+            self.slide_in::<i64>(agg, ms, t, point, watermark, max_points, stats, scratch)
+        } else {
+            self.slide_in::<Point>(agg, ms, t, point, watermark, max_points, stats, scratch)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn slide_in<T: Item>(
         &mut self,
         agg: Agg,
         ms: i64,
@@ -684,19 +711,9 @@ impl FeatureEngine {
             let max_points = set.limits.max_events_per_window;
             for ((op, s), &point) in table.ops.iter().zip(entity.series.iter_mut()).zip(points) {
                 out.0[op.slot] = match op.window_ms {
-                    Some(ms) if s.points.holds_times() => {
-                        s.slide::<i64>(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
+                    Some(ms) => {
+                        s.slide(op.agg, ms, t, point, watermark, max_points, &mut self.stats, &mut self.scratch)
                     }
-                    Some(ms) => s.slide::<Point>(
-                        op.agg,
-                        ms,
-                        t,
-                        point,
-                        watermark,
-                        max_points,
-                        &mut self.stats,
-                        &mut self.scratch,
-                    ),
                     None => {
                         if let Some(point) = point {
                             insert_lifetime(s, t, point, op.agg, watermark);
